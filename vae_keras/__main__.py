@@ -1,0 +1,211 @@
+"""Command line: `python -m vae_keras train | evaluate | generate | figures`.
+
+Kept short on purpose: the work is done by the package's importable modules.
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import vae_keras  # sets the Keras backend before Keras is imported
+from vae_keras.config import VAEConfig
+
+# Command-line help for each `VAEConfig` field.
+FIELD_HELP = {
+    "latent_dim": "size of the latent code",
+    "batch_size": "images per mini-batch",
+    "epochs": "passes over the training data",
+    "learning_rate": "Adam's learning rate",
+    "adam_epsilon": "Adam's epsilon (MATLAB's default 1e-8)",
+    "execution_environment": "auto: a GPU when TensorFlow sees one; cpu or gpu force one",
+    "seed": "seed of the run (same seed, same losses on the CPU)",
+    "shuffle": "reshuffle the training images every epoch (the reference does not)",
+    "train_size": "use only the first N training images",
+    "test_size": "evaluate on only the first N test images",
+    "eval_batch_size": "images per batch when evaluating",
+    "jit_compile": "compile the train step with XLA: auto, true or false",
+    "steps_per_execution": "train steps per call into the compiled graph",
+}
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted. Run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+def _train(args):
+    from vae_keras import training
+
+    fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(VAEConfig)}
+    config = VAEConfig(**fields)
+    print(f"Configuration: {config}")
+    try:
+        result = training.train(
+            config, output_dir=args.output_dir, verbose=args.verbose, overwrite=args.overwrite
+        )
+    except training.TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    print(f"Saved the model to {result.output_dir / training.MODEL_FILE}")
+    print(f"Saved the per-epoch history to {result.output_dir / training.HISTORY_FILE}")
+    return 0
+
+
+def _evaluate(args):
+    from vae_keras import training
+
+    model = vae_keras.load_vae(args.model)
+    (_, _), (x_test, _) = vae_keras.load_mnist(args.data_dir)
+    if args.test_size is not None:
+        x_test = x_test[: args.test_size]
+    _seed(model, args.seed)
+    start = time.perf_counter()
+    results = training.evaluate(model, x_test, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    print(f"Model: {args.model or vae_keras.models.PRETRAINED_MODEL_PATH}")
+    print(f"Test images: {len(x_test)} (z sampled, seed {args.seed})")
+    print(f"Test ELBO loss = {results['elbo']:.4f}")
+    print(f"Reconstruction loss = {results['reconstruction_loss']:.4f}")
+    print(f"KL loss = {results['kl_loss']:.4f}")
+    print(f"Time taken = {seconds:.2f}s")
+    return 0
+
+
+def _generate(args):
+    from vae_keras import plotting
+
+    model = vae_keras.load_vae(args.model)
+    plotting.plot_generated(model, n=args.n, seed=args.seed, path=args.out)
+    print(f"Saved {args.n} generated digits to {args.out}")
+    return 0
+
+
+def _figures(args):
+    from vae_keras import plotting
+
+    model = vae_keras.load_vae(args.model)
+    written = plotting.save_all_figures(
+        model, args.out_dir, history_path=args.history, seed=args.seed, data_dir=args.data_dir
+    )
+    for path in written:
+        print(f"Saved {path}")
+    return 0
+
+
+def _seed(model, seed):
+    import numpy as np
+
+    model.sampling.seed_generator.state.assign(np.array([seed, 0], dtype="uint32"))
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m vae_keras",
+        description="Train, evaluate and sample the MNIST VAE of MathWorks' example.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train with the reference protocol")
+    for field in dataclasses.fields(VAEConfig):
+        _add_config_flag(train, field)
+    train.add_argument("--output-dir", default="runs/vae", help="folder of the run (default: %(default)s)")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
+    train.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=1,
+        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)",
+    )
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="print the test ELBO of a model")
+    _add_model_flag(evaluate)
+    evaluate.add_argument("--test-size", type=_positive_int, default=None, help="first N test images only")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=2000, help="images per batch (speed only)")
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise")
+    evaluate.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
+    evaluate.set_defaults(run=_evaluate)
+
+    generate = commands.add_parser("generate", help="decode codes drawn from N(0, I) into a PNG tile")
+    _add_model_flag(generate)
+    generate.add_argument("--n", type=_positive_int, default=25, help="number of digits (default: %(default)s)")
+    generate.add_argument("--out", default="generated.png", help="PNG file to write (default: %(default)s)")
+    generate.add_argument("--seed", type=_non_negative_int, default=None, help="seed of the codes")
+    generate.set_defaults(run=_generate)
+
+    figures = commands.add_parser("figures", help="write every figure of notebook 4 as PNG files")
+    _add_model_flag(figures)
+    figures.add_argument("--out-dir", default="docs/figures", help="folder for the PNGs (default: %(default)s)")
+    figures.add_argument("--history", default=None, help="history.csv for the training curve (default: the pretrained model's)")
+    figures.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random choices")
+    figures.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
+    figures.set_defaults(run=_figures)
+    return parser
+
+
+def _add_model_flag(parser):
+    parser.add_argument(
+        "--model", default=None,
+        help="a .keras file saved by vae_keras (default: the pretrained models/vae_mnist.keras)",
+    )
+
+
+def _add_config_flag(parser, field):
+    flag = "--" + field.name.replace("_", "-")
+    default = field.default
+    help_text = f"{FIELD_HELP[field.name]} (default: {default})"
+    if field.type in (bool, "bool"):
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+    elif field.name == "execution_environment":
+        parser.add_argument(flag, choices=("auto", "cpu", "gpu"), default=default, help=help_text)
+    elif field.name == "jit_compile":
+        parser.add_argument(flag, type=_auto_bool, default=default, help=help_text)
+    elif field.name in ("learning_rate", "adam_epsilon"):
+        parser.add_argument(flag, type=float, default=default, help=help_text)
+    elif field.name in ("train_size", "test_size"):
+        parser.add_argument(flag, type=_positive_int, default=default, help=help_text)
+    else:
+        parser.add_argument(flag, type=int, default=default, help=help_text)
+
+
+def _auto_bool(text):
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected auto, true or false, received {text!r}")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

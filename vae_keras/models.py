@@ -1,0 +1,316 @@
+"""The reference encoder and decoder, and the VAE model that trains them together."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from vae_keras import losses
+from vae_keras.layers import Sampling
+from vae_keras.metrics import ELBO
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def build_encoder(latent_dim=20, name="encoder"):
+    """The reference's encoder: two strided convolutions and a dense layer.
+
+    28x28x1 image -> conv 3x3/2 (32) -> ReLU -> conv 3x3/2 (64) -> ReLU ->
+    dense (2 * latent_dim). The first `latent_dim` outputs are the code's
+    means, the last `latent_dim` its log-variances. Weights start Glorot-uniform
+    and biases at zero, as MATLAB's layers do.
+
+    Args:
+        latent_dim: size of the latent code (20 in the reference).
+        name: name of the returned model.
+
+    Returns:
+        A functional `keras.Model` with 144,296 trainable parameters for
+        latent_dim=20.
+
+    Raises:
+        ValueError: if `latent_dim` is not a positive integer.
+    """
+    _check_latent_dim(latent_dim)
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(2 * latent_dim, name="fc_encoder")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_decoder(latent_dim=20, name="decoder"):
+    """The reference's decoder: four transposed convolutions, 1x1 -> 28x28.
+
+    (batch, latent_dim) code -> reshape to 1x1xlatent_dim -> transposed conv
+    7x7/7 (64) -> ReLU -> 3x3/2 (64) -> ReLU -> 3x3/2 (32) -> ReLU -> 3x3/1 (1).
+    The output is logits; `VAE.decode` applies the sigmoid.
+
+    Args:
+        latent_dim: size of the latent code (20 in the reference).
+        name: name of the returned model.
+
+    Returns:
+        A functional `keras.Model` with 118,465 trainable parameters for
+        latent_dim=20, mapping (batch, latent_dim) to (batch, 28, 28, 1) logits.
+
+    Raises:
+        ValueError: if `latent_dim` is not a positive integer.
+    """
+    _check_latent_dim(latent_dim)
+    inputs = keras.Input(shape=(latent_dim,), name="input_decoder")
+    x = layers.Reshape((1, 1, latent_dim), name="to_1x1")(inputs)
+    x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1")(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu", name="transpose2")(x)
+    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu", name="transpose3")(x)
+    outputs = layers.Conv2DTranspose(1, 3, strides=1, padding="same", name="transpose4")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="vae_keras")
+class VAE(keras.Model):
+    """A variational autoencoder trained on the reference's ELBO loss.
+
+    The model holds an `encoder`, a `Sampling` layer and a `decoder`. Its
+    `train_step` and `test_step` compute, per image,
+    reconstruction = sum of 0.5 * (x_pred - x)^2 over the pixels and
+    KL = -0.5 * sum(1 + logvar - mean^2 - exp(logvar)), and the loss is their
+    sum averaged over the batch. `fit` and `evaluate` report `elbo`,
+    `reconstruction_loss` and `kl_loss`.
+
+    Args:
+        encoder: a model mapping images to 2 * latent_dim values; built with
+            `build_encoder(latent_dim)` when None.
+        decoder: a model mapping (batch, latent_dim) codes to logits; built with
+            `build_decoder(latent_dim)` when None.
+        latent_dim: used only when `encoder` or `decoder` is None.
+        seed: seed of the sampling layer's generator (None: random).
+        **kwargs: base `keras.Model` keyword arguments (`name`...).
+
+    Raises:
+        ValueError: when the encoder's and decoder's latent sizes disagree.
+
+    Example:
+
+    >>> model = VAE(latent_dim=20, seed=0)
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> history = model.fit(x_train, batch_size=512, epochs=1)  # doctest: +SKIP
+    >>> images = model.generate(25, seed=0)
+    >>> images.shape
+    (25, 28, 28, 1)
+    """
+
+    def __init__(self, encoder=None, decoder=None, latent_dim=20, seed=None, **kwargs):
+        kwargs.setdefault("name", "vae")
+        super().__init__(**kwargs)
+        self.encoder = encoder if encoder is not None else build_encoder(latent_dim)
+        self.decoder = decoder if decoder is not None else build_decoder(latent_dim)
+        encoder_outputs = self.encoder.outputs[0].shape[-1]
+        if encoder_outputs is None or encoder_outputs % 2:
+            raise ValueError(
+                "The encoder must output an even number of values (means, then "
+                f"log-variances), received an output of size {encoder_outputs}"
+            )
+        self.latent_dim = encoder_outputs // 2
+        decoder_inputs = self.decoder.inputs[0].shape[-1]
+        if decoder_inputs != self.latent_dim:
+            raise ValueError(
+                f"The decoder takes codes of size {decoder_inputs} but the encoder "
+                f"makes codes of size {self.latent_dim}"
+            )
+        self.seed = seed
+        self.sampling = Sampling(seed=seed, name="sampling")
+        self.elbo_tracker = ELBO(name="elbo")
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        # The encoder and decoder are functional models, built when created, so
+        # the model's weights exist now (and an optimizer restored by
+        # `keras.saving.load_model` finds them and loads its state).
+        self.built = True
+
+    @property
+    def metrics(self):
+        # Listed here so that Keras resets them at the start of every epoch.
+        return [self.elbo_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
+
+    def encode(self, x, training=False):
+        """Encodes images into the means and log-variances of their codes.
+
+        Args:
+            x: images, shape (batch, 28, 28, 1), values in [0, 1].
+            training: passed to the encoder.
+
+        Returns:
+            A pair `(z_mean, z_log_var)`, each of shape (batch, latent_dim).
+        """
+        encoded = self.encoder(x, training=training)
+        return encoded[:, : self.latent_dim], encoded[:, self.latent_dim :]
+
+    def decode(self, z, training=False):
+        """Decodes codes into images: the decoder's logits through a sigmoid.
+
+        Args:
+            z: codes, shape (batch, latent_dim).
+            training: passed to the decoder.
+
+        Returns:
+            Images of shape (batch, 28, 28, 1), values in [0, 1].
+        """
+        return ops.sigmoid(self.decoder(z, training=training))
+
+    def call(self, x, training=False):
+        """Reconstructs images through the sampling step, as the reference does."""
+        z_mean, z_log_var = self.encode(x, training=training)
+        z = self.sampling((z_mean, z_log_var))
+        return self.decode(z, training=training)
+
+    def generate(self, n=25, seed=None):
+        """Decodes `n` codes drawn from N(0, I) into new images.
+
+        Args:
+            n: number of images.
+            seed: int or None; the same seed gives the same images.
+
+        Returns:
+            A NumPy float32 array of shape (n, 28, 28, 1), values in [0, 1].
+
+        Raises:
+            ValueError: if `n` is not a positive integer.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, received n={n!r}")
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((int(n), self.latent_dim)).astype("float32")
+        return ops.convert_to_numpy(self.decode(z))
+
+    def loss_terms(self, x, training=False):
+        """Per-image reconstruction and KL terms of a batch (z sampled).
+
+        Args:
+            x: images, shape (batch, 28, 28, 1).
+            training: passed to the encoder and decoder.
+
+        Returns:
+            A dict with `reconstruction_loss` and `kl_loss`, each of shape (batch,).
+        """
+        z_mean, z_log_var = self.encode(x, training=training)
+        z = self.sampling((z_mean, z_log_var))
+        x_pred = self.decode(z, training=training)
+        return {
+            "reconstruction_loss": losses.reconstruction_loss(x, x_pred),
+            "kl_loss": losses.kl_loss(z_mean, z_log_var),
+        }
+
+    def train_step(self, data):
+        x = _images(data)
+
+        def loss_fn():
+            terms = self.loss_terms(x, training=True)
+            return ops.mean(terms["reconstruction_loss"] + terms["kl_loss"]), terms
+
+        gradients, terms = _gradients(loss_fn, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        return self._update_metrics(terms)
+
+    def test_step(self, data):
+        return self._update_metrics(self.loss_terms(_images(data), training=False))
+
+    def _update_metrics(self, terms):
+        self.elbo_tracker.update_state(terms["reconstruction_loss"], terms["kl_loss"])
+        self.reconstruction_loss_tracker.update_state(terms["reconstruction_loss"])
+        self.kl_loss_tracker.update_state(terms["kl_loss"])
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "seed": self.seed,
+        }
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)
+
+
+def _images(data):
+    """The images of a batch that may come as x, (x,), (x, y) or (x, y, w)."""
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+def _gradients(loss_fn, variables):
+    """Gradients of `loss_fn()[0]` with respect to `variables`: the one backend-specific place.
+
+    Args:
+        loss_fn: a function of no arguments returning `(loss, auxiliary)`.
+        variables: the variables to differentiate with respect to.
+
+    Returns:
+        `(gradients, auxiliary)`.
+
+    Raises:
+        NotImplementedError: for a backend other than TensorFlow.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise NotImplementedError(
+            f"VAE.train_step supports the TensorFlow backend; KERAS_BACKEND is {backend!r}. "
+            "Set KERAS_BACKEND=tensorflow before importing keras."
+        )
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss, auxiliary = loss_fn()
+    return tape.gradient(loss, variables), auxiliary
+
+
+def _check_latent_dim(latent_dim):
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, received latent_dim={latent_dim!r}")
+
+
+# The model trained with the reference protocol that ships with the project.
+PRETRAINED_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "vae_mnist.keras"
+
+
+def load_vae(path=None):
+    """Loads a saved `VAE` (`.keras` file), by default the pretrained one.
+
+    Args:
+        path: a `.keras` file written by `VAE.save`; None loads
+            `models/vae_mnist.keras`, the model that ships with the project.
+
+    Returns:
+        The `VAE`, compiled as it was saved.
+
+    Raises:
+        FileNotFoundError: when the file does not exist (the message names it).
+        ValueError: when the file is not a readable `.keras` VAE.
+    """
+    path = Path(PRETRAINED_MODEL_PATH if path is None else path)
+    if not path.is_file():
+        hint = (
+            " The pretrained model ships with the project in models/; train one with "
+            "`python -m vae_keras train` or pass --model PATH."
+            if path == PRETRAINED_MODEL_PATH
+            else ""
+        )
+        raise FileNotFoundError(f"No model file at {path}.{hint}")
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise ValueError(
+            f"Could not load a model from {path}: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(model, VAE):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a vae_keras VAE")
+    return model
