@@ -8,7 +8,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # Keep TensorFlow's C++ start-up notices (CUDA probing, CPU features) out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from vae_keras.config import VAEConfig  # noqa: E402
+from vae_keras.config import VAEConfig, quick_run  # noqa: E402
 from vae_keras.data import (  # noqa: E402
     DEFAULT_DATA_DIR,
     DataError,

@@ -1,9 +1,13 @@
 """One configuration object holding the reference example's training settings."""
 
 import dataclasses
+import os
 
 # Where training can run: the three values of the reference's `executionEnvironment`.
 EXECUTION_ENVIRONMENTS = ("auto", "cpu", "gpu")
+
+# Set to "1" (pytest does, in conftest.py) to make the notebooks run short.
+QUICK_ENV_VAR = "VAE_KERAS_QUICK"
 
 # Number of MNIST training images; the reference takes floor(60000 / 512) = 117
 # full mini-batches per epoch and drops the last 96 images.
@@ -133,3 +137,13 @@ class VAEConfig:
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, received {name}={value!r}")
+
+
+def quick_run():
+    """Whether notebooks should run short: the one place `VAE_KERAS_QUICK` is read.
+
+    Returns:
+        True when the environment variable `VAE_KERAS_QUICK` is "1" (pytest
+        sets it), False in an ordinary JupyterLab session.
+    """
+    return os.environ.get(QUICK_ENV_VAR, "") == "1"

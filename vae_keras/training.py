@@ -274,7 +274,10 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     _prepare_output_dir(output_dir, config, overwrite)
 
     keras.utils.set_random_seed(config.seed)
-    _enable_determinism()
+    jit_compile = resolve_jit_compile(config, device)
+    if not jit_compile:
+        # Keras turns XLA off where op determinism is on, so only without XLA.
+        _enable_determinism()
     (x_train, _), (x_test, _) = data if data is not None else load_mnist()
     if config.train_size is not None:
         x_train = x_train[: config.train_size]

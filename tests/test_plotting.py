@@ -1,0 +1,326 @@
+"""Tests for vae_keras.plotting and the command line's generate and figures commands."""
+
+import csv
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import vae_keras
+from vae_keras import plotting
+from vae_keras.__main__ import main
+from vae_keras.training import REFERENCE_TEST_ELBO
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NUM_IMAGES = 300  # the first 300 test images hold every digit
+
+
+@pytest.fixture(scope="module")
+def model():
+    return vae_keras.VAE(seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_data():
+    (_, _), (x_test, y_test) = vae_keras.load_mnist()
+    x, y = x_test[:NUM_IMAGES], y_test[:NUM_IMAGES]
+    assert set(y.tolist()) == set(range(10))
+    return x, y
+
+
+def image_arrays(figure):
+    """The image shown in each axis that shows one, as NumPy arrays."""
+    return [np.asarray(axis.images[0].get_array()) for axis in figure.axes if axis.images]
+
+
+def scatter_panels(figure):
+    """The axes of a figure that are not colour bars."""
+    return [axis for axis in figure.axes if axis.get_label() != "<colorbar>"]
+
+
+def assert_png(path):
+    assert path.is_file()
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def write_history(path, rows):
+    """A history.csv as the CSVLogger writes it (epoch counted from 0)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "elbo", "val_elbo"])
+        writer.writeheader()
+        for epoch, (elbo, val_elbo) in enumerate(rows):
+            writer.writerow({"epoch": epoch, "elbo": elbo, "val_elbo": val_elbo})
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "vae_keras", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+
+
+# Reconstructions
+
+
+def test_reconstructions_layout(model, test_data):
+    x, y = test_data
+    figure = plotting.plot_reconstructions(model, x, y, seed=0)
+    assert len(figure.axes) == 20
+    assert [axis.get_title() for axis in figure.axes] == [str(d) for d in range(10)] * 2
+    assert figure.get_suptitle() == "Example ground truth image vs. reconstructed image"
+    panels = image_arrays(figure)
+    assert len(panels) == 20
+    for digit, panel in zip(list(range(10)) * 2, panels):
+        assert panel.shape == (28, 57)
+        assert panel.min() >= 0.0 and panel.max() <= 1.0
+        np.testing.assert_array_equal(panel[:, 28], 1.0)  # the white separator
+        # The left half is a test image of the panel's digit.
+        matches = np.all(x[..., 0] == panel[:, :28], axis=(1, 2))
+        assert matches.any() and set(y[matches].tolist()) == {digit}
+
+
+def test_reconstructions_same_seed_same_figure(model, test_data):
+    x, y = test_data
+    state_before = keras.ops.convert_to_numpy(model.sampling.seed_generator.state.value)
+    first = image_arrays(plotting.plot_reconstructions(model, x, y, seed=3))
+    again = image_arrays(plotting.plot_reconstructions(model, x, y, seed=3))
+    other = image_arrays(plotting.plot_reconstructions(model, x, y, seed=4))
+    for panel, same in zip(first, again):
+        np.testing.assert_array_equal(panel, same)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    # The model's own sampling generator is left as it was.
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.sampling.seed_generator.state.value), state_before
+    )
+
+
+def test_reconstructions_missing_digit_names_it(model, test_data):
+    x, y = test_data
+    keep = y != 7
+    with pytest.raises(ValueError, match="digit\\(s\\) 7"):
+        plotting.plot_reconstructions(model, x[keep], y[keep])
+
+
+def test_reconstructions_rejects_lengths_that_differ(model, test_data):
+    x, y = test_data
+    with pytest.raises(ValueError, match="same length"):
+        plotting.plot_reconstructions(model, x, y[:-1])
+
+
+# Latent space
+
+
+def test_latent_space_panels_and_colour_bars(model, test_data):
+    x, y = test_data
+    figure = plotting.plot_latent_space(model, x, y)
+    panels = scatter_panels(figure)
+    assert len(panels) == 2
+    assert [axis.get_title() for axis in panels] == [
+        "Latent space: means",
+        "Latent space: log-variances",
+    ]
+    assert panels[0].get_xlabel() == "Z_mu PC 2" and panels[0].get_ylabel() == "Z_mu PC 1"
+    for axis in panels:
+        points = axis.collections[0]
+        assert len(points.get_offsets()) == len(x)
+        np.testing.assert_array_equal(points.get_array(), y)
+        assert axis.yaxis_inverted()
+        labels = [label.get_text() for label in points.colorbar.ax.get_yticklabels()]
+        assert labels == [str(digit) for digit in range(10)]
+    assert len(figure.axes) == 4  # two panels, two colour bars
+
+
+def test_latent_space_matches_numpy_pca(model, test_data):
+    x, y = test_data
+    figure = plotting.plot_latent_space(model, x, y)
+    z_mean, z_log_var = model.encode(x)
+    panels = scatter_panels(figure)
+    for axis, codes in zip(panels, (z_mean, z_log_var)):
+        codes = keras.ops.convert_to_numpy(codes).astype(np.float64)
+        centred = codes - codes.mean(axis=0)
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        expected = u[:, :2] * s[:2]  # PC 1, PC 2 scores
+        offsets = np.asarray(axis.collections[0].get_offsets())
+        plotted = offsets[:, ::-1]  # offsets are (PC 2, PC 1)
+        for column in range(2):
+            sign = np.sign(np.dot(plotted[:, column], expected[:, column]))
+            np.testing.assert_allclose(plotted[:, column], sign * expected[:, column], atol=1e-4)
+
+
+def test_latent_space_needs_two_images(model, test_data):
+    x, y = test_data
+    with pytest.raises(ValueError, match="at least 2"):
+        plotting.plot_latent_space(model, x[:1], y[:1])
+
+
+# Generation
+
+
+def test_generated_tile(model):
+    figure = plotting.plot_generated(model, n=25, seed=1)
+    assert len(figure.axes) == 1
+    assert figure.axes[0].get_title() == "Generated samples of digits"
+    (tile,) = image_arrays(figure)
+    assert tile.shape == (140, 140)
+    assert tile.min() >= 0.0 and tile.max() <= 1.0
+    images = model.generate(25, seed=1)
+    np.testing.assert_array_equal(tile[28:56, 56:84], images[7, :, :, 0])  # row 1, column 2
+
+
+def test_generated_seed(model):
+    first = image_arrays(plotting.plot_generated(model, n=4, seed=1))[0]
+    again = image_arrays(plotting.plot_generated(model, n=4, seed=1))[0]
+    other = image_arrays(plotting.plot_generated(model, n=4, seed=2))[0]
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_generated_tile_not_square(model):
+    (tile,) = image_arrays(plotting.plot_generated(model, n=5, seed=0))
+    assert tile.shape == (56, 84)  # 3 columns, 2 rows
+    np.testing.assert_array_equal(tile[28:, 56:], 0.0)  # the empty place is black
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_generated_rejects_bad_n(model, n):
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        plotting.plot_generated(model, n=n)
+
+
+def test_generated_writes_png(model, tmp_path):
+    path = tmp_path / "new" / "folder" / "generated.png"
+    figure = plotting.plot_generated(model, n=4, seed=0, path=path)
+    assert isinstance(figure, plotting.matplotlib.figure.Figure)
+    assert_png(path)
+
+
+# Interpolation
+
+
+def test_interpolation_ends(model, test_data):
+    x, _ = test_data
+    figure = plotting.plot_interpolation(model, x[0], x[1], steps=4)
+    images = image_arrays(figure)
+    assert len(figure.axes) == len(images) == 6
+    np.testing.assert_array_equal(images[0], x[0, :, :, 0])
+    np.testing.assert_array_equal(images[-1], x[1, :, :, 0])
+    z_mean, _ = model.encode(x[:2])
+    ends = keras.ops.convert_to_numpy(model.decode(z_mean))[..., 0]
+    np.testing.assert_allclose(images[1], ends[0], atol=1e-5)
+    np.testing.assert_allclose(images[-2], ends[1], atol=1e-5)
+    for image in images:
+        assert image.shape == (28, 28) and image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_interpolation_rejects_bad_arguments(model, test_data):
+    x, _ = test_data
+    with pytest.raises(ValueError, match="steps must be at least 2"):
+        plotting.plot_interpolation(model, x[0], x[1], steps=1)
+    with pytest.raises(ValueError, match="x_end"):
+        plotting.plot_interpolation(model, x[0], x[:2])
+
+
+# Latent grid
+
+
+def test_latent_grid_size_and_centre(model, test_data):
+    x, _ = test_data
+    figure = plotting.plot_latent_grid(model, x, n=3)
+    (tile,) = image_arrays(figure)
+    assert tile.shape == (84, 84)
+    assert tile.min() >= 0.0 and tile.max() <= 1.0
+    # The centre of the grid is the decoding of the means' mean.
+    z_mean = keras.ops.convert_to_numpy(model.encode(x)[0])
+    centre = keras.ops.convert_to_numpy(model.decode(z_mean.mean(axis=0, keepdims=True)))
+    np.testing.assert_allclose(tile[28:56, 28:56], centre[0, :, :, 0], atol=1e-4)
+
+
+def test_latent_grid_rejects_bad_arguments(model, test_data):
+    x, _ = test_data
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        plotting.plot_latent_grid(model, x, n=0)
+    with pytest.raises(ValueError, match="span"):
+        plotting.plot_latent_grid(model, x, span=0)
+
+
+# Training curve
+
+
+def test_training_curve_lines(tmp_path):
+    rows = [(40.0, 28.0), (26.0, 24.5), (23.0, 22.9)]
+    path = tmp_path / "history.csv"
+    write_history(path, rows)
+    figure = plotting.plot_training_curve(path)
+    (axis,) = figure.axes
+    test_line, train_line, reference_line = axis.get_lines()
+    np.testing.assert_array_equal(test_line.get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(test_line.get_ydata(), [28.0, 24.5, 22.9])
+    np.testing.assert_allclose(train_line.get_ydata(), [40.0, 26.0, 23.0])
+    assert train_line.get_linestyle() == "--"
+    np.testing.assert_array_equal(reference_line.get_ydata(), REFERENCE_TEST_ELBO)
+    np.testing.assert_array_equal(reference_line.get_xdata(), np.arange(1, 51))
+    assert axis.get_ylabel() == "ELBO loss" and axis.get_xlabel() == "Epoch"
+    assert len(axis.get_legend().get_texts()) == 3
+    # Zoomed: from 0.5 below the lowest value to 0.5 above the epoch-2 values.
+    low, high = axis.get_ylim()
+    assert low == pytest.approx(min(REFERENCE_TEST_ELBO) - 0.5)
+    assert high == pytest.approx(max(24.5, REFERENCE_TEST_ELBO[1]) + 0.5)
+
+
+def test_training_curve_without_reference():
+    history = {"epoch": [1, 2], "val_elbo": [27.0, 24.0]}
+    figure = plotting.plot_training_curve(history, reference=None)
+    assert len(figure.axes[0].get_lines()) == 1
+
+
+def test_training_curve_rejects_a_history_without_test_elbo():
+    with pytest.raises(ValueError, match="val_elbo"):
+        plotting.plot_training_curve({"epoch": [1], "elbo": [30.0]})
+
+
+# Command line
+
+
+def test_cli_missing_model_file(tmp_path):
+    missing = tmp_path / "nonexistent.keras"
+    result = run_cli("generate", "--model", missing, "--out", tmp_path / "x.png", cwd=tmp_path)
+    assert result.returncode != 0
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_corrupt_model_file(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"this is not a keras archive" * 10)
+    result = run_cli("generate", "--model", corrupt, "--out", tmp_path / "x.png", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not load a model" in result.stderr and str(corrupt) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_generate_and_figures(model, tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
+    out = tmp_path / "out" / "generated.png"
+    result = run_cli("generate", "--model", model_path, "--out", out, "--n", 4, "--seed", 1, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_png(out)
+
+    # In-process (saves a second TensorFlow start-up): every figure, with a history.
+    history = tmp_path / "history.csv"
+    write_history(history, [(40.0, 28.0), (26.0, 24.5)])
+    out_dir = tmp_path / "figures"
+    status = main(["figures", "--model", str(model_path), "--out-dir", str(out_dir),
+                   "--history", str(history)])
+    assert status == 0
+    names = {
+        "reconstructions.png", "latent_space.png", "generated.png",
+        "interpolation.png", "latent_grid.png", "training_curve.png",
+    }
+    assert {path.name for path in out_dir.iterdir()} == names
+    for name in names:
+        assert_png(out_dir / name)
+    assert capsys.readouterr().out.count("Saved ") == len(names)

@@ -1,0 +1,206 @@
+"""Tests for the training protocol: device choice, history, resume, reproducibility, NaN, CLI."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import vae_keras
+from vae_keras import VAEConfig, training
+
+SMALL = dict(train_size=512, test_size=128, batch_size=128, eval_batch_size=128)
+
+
+@pytest.fixture
+def small_data(small_mnist):
+    return small_mnist
+
+
+def test_select_device_auto_without_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(training, "visible_gpus", lambda: [])
+    assert training.select_device("auto") == "cpu:0"
+    assert "CPU" in capsys.readouterr().out
+
+
+def test_select_device_auto_with_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(training, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    assert training.select_device("auto") == "gpu:0"
+    assert "GPU" in capsys.readouterr().out
+
+
+def test_select_device_cpu_forced_even_with_gpu(monkeypatch):
+    monkeypatch.setattr(training, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    assert training.select_device("cpu", verbose=False) == "cpu:0"
+
+
+def test_select_device_gpu_without_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(training, "visible_gpus", lambda: [])
+    with pytest.raises(RuntimeError, match="sees no GPU"):
+        training.select_device("gpu")
+
+
+def test_select_device_unknown():
+    with pytest.raises(ValueError, match="'tpu'"):
+        training.select_device("tpu")
+
+
+def test_epoch_batches_in_order_and_shuffled(small_data):
+    (x_train, _), _ = small_data
+    x = x_train[:300]
+    in_order = training.EpochBatches(x, 128)
+    batches = [b.numpy() for b in in_order.dataset]
+    assert in_order.steps == len(batches) == 2  # the remainder of 44 is left out
+    np.testing.assert_array_equal(np.concatenate(batches), x[:256])
+
+    shuffled = training.EpochBatches(x, 128, shuffle=True, seed=5)
+    shuffled.set_epoch(3)
+    first = np.concatenate([b.numpy() for b in shuffled.dataset])
+    shuffled.set_epoch(4)
+    other = np.concatenate([b.numpy() for b in shuffled.dataset])
+    shuffled.set_epoch(3)
+    again = np.concatenate([b.numpy() for b in shuffled.dataset])
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    order = np.random.default_rng([5, 3]).permutation(300)[:256]
+    expected = x[order]
+    np.testing.assert_array_equal(first, expected)
+
+
+def test_train_writes_history_model_and_prints_reference_line(tmp_path, small_data, capsys):
+    config = VAEConfig(epochs=2, **SMALL)
+    result = training.train(config, tmp_path / "run", data=small_data, verbose=0)
+    assert result.history["epoch"] == [1, 2]
+    for column in ("elbo", "reconstruction_loss", "kl_loss", "val_elbo", "epoch_seconds"):
+        assert len(result.history[column]) == 2
+        assert all(np.isfinite(result.history[column]))
+    assert result.history["val_elbo"][1] < result.history["val_elbo"][0]
+    restored = vae_keras.load_vae(tmp_path / "run" / "vae.keras")
+    np.testing.assert_array_equal(
+        restored.decoder.get_weights()[0], result.model.decoder.get_weights()[0]
+    )
+    # verbose=0 prints nothing; verbose=2 prints the reference's line.
+    assert "Epoch :" not in capsys.readouterr().out
+    training.train(VAEConfig(epochs=1, **SMALL), tmp_path / "loud", data=small_data, verbose=2)
+    out = capsys.readouterr().out
+    line = [text for text in out.splitlines() if text.startswith("Epoch : 1")]
+    assert line and "Test ELBO loss = " in line[0] and "Time taken for epoch = " in line[0]
+
+
+def test_same_seed_same_losses(tmp_path, small_data):
+    config = VAEConfig(epochs=2, shuffle=True, **SMALL)
+    first = training.train(config, tmp_path / "a", data=small_data, verbose=0)
+    second = training.train(config, tmp_path / "b", data=small_data, verbose=0)
+    assert first.history["elbo"] == second.history["elbo"]
+    assert first.history["val_elbo"] == second.history["val_elbo"]
+    other = training.train(
+        VAEConfig(epochs=2, shuffle=True, seed=1, **SMALL), tmp_path / "c", data=small_data, verbose=0
+    )
+    assert other.history["elbo"] != first.history["elbo"]
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops the run partway through an epoch, as Ctrl-C or a killed process would."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_repeats_the_uninterrupted_run(tmp_path, small_data):
+    config = VAEConfig(epochs=3, shuffle=True, **SMALL)
+    whole = training.train(config, tmp_path / "whole", data=small_data, verbose=0)
+
+    run_dir = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(2, 1)])
+    assert training.read_history(run_dir / "history.csv")["epoch"] == [1, 2]
+    assert (run_dir / "backup").exists()
+
+    resumed = training.train(config, run_dir, data=small_data, verbose=0)
+    assert resumed.history["epoch"] == [1, 2, 3]
+    np.testing.assert_allclose(resumed.history["elbo"], whole.history["elbo"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.history["val_elbo"], whole.history["val_elbo"], rtol=1e-6)
+    assert not (run_dir / "backup").exists()
+
+
+def test_resume_with_another_config_is_refused(tmp_path, small_data):
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(
+            VAEConfig(epochs=2, **SMALL), run_dir, data=small_data, verbose=0,
+            callbacks=[Interrupt(1, 0)],
+        )
+    with pytest.raises(FileExistsError, match="learning_rate"):
+        training.train(VAEConfig(epochs=2, learning_rate=0.01, **SMALL), run_dir, data=small_data, verbose=0)
+
+
+def test_finished_run_is_not_overwritten_by_accident(tmp_path, small_data):
+    run_dir = tmp_path / "run"
+    training.train(VAEConfig(epochs=1, **SMALL), run_dir, data=small_data, verbose=0)
+    saved = (run_dir / "vae.keras").read_bytes()
+    with pytest.raises(FileExistsError, match=str(run_dir)):
+        training.train(VAEConfig(epochs=1, **SMALL), run_dir, data=small_data, verbose=0)
+    assert (run_dir / "vae.keras").read_bytes() == saved
+    result = training.train(VAEConfig(epochs=1, **SMALL), run_dir, data=small_data, verbose=0, overwrite=True)
+    assert result.history["epoch"] == [1]
+
+
+def test_nan_stops_with_a_clear_message_and_keeps_the_last_good_model(tmp_path, small_data):
+    run_dir = tmp_path / "run"
+    config = VAEConfig(epochs=3, learning_rate=1e12, **SMALL)
+    with pytest.raises(training.TrainingDiverged, match="NaN") as error_info:
+        training.train(config, run_dir, data=small_data, verbose=0)
+    assert "learning_rate" in str(error_info.value)
+    if (run_dir / "vae.keras").exists():
+        model = vae_keras.load_vae(run_dir / "vae.keras")
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_read_history_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        training.read_history(tmp_path / "nothing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="bad.csv"):
+        training.read_history(bad)
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "vae_keras", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_cli_train_then_evaluate(tmp_path):
+    out = tmp_path / "cli"
+    result = run_cli(
+        "train", "--epochs", "1", "--train-size", "256", "--test-size", "128", "--batch-size", "128",
+        "--output-dir", str(out), "--verbose", "2", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Epoch : 1 Test ELBO loss" in result.stdout
+    assert (out / "vae.keras").exists() and (out / "history.csv").exists()
+
+    result = run_cli("evaluate", "--model", str(out / "vae.keras"), "--test-size", "200", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Test ELBO loss = " in result.stdout and "KL loss = " in result.stdout
+
+
+def test_cli_errors_are_clear(tmp_path):
+    result = run_cli("evaluate", "--model", str(tmp_path / "none.keras"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "none.keras" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("train", "--latent-dim", "0", "--output-dir", str(tmp_path / "x"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "latent_dim=0" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("train", "--execution-environment", "gpu", "--output-dir", str(tmp_path / "y"), cwd=tmp_path)
+    assert result.returncode != 0 and "no GPU" in result.stderr

@@ -1,0 +1,486 @@
+"""The example's figures (reconstructions, latent space, generated digits) and a few more."""
+
+import math
+from pathlib import Path
+
+import matplotlib
+import matplotlib.colors
+import matplotlib.figure
+import numpy as np
+from keras import ops
+
+from vae_keras.training import REFERENCE_TEST_ELBO, read_history
+
+# Resolution of the saved PNG files.
+DPI = 120
+# Images per encoder call: bounds the memory used to encode the 10,000 test images.
+ENCODE_BATCH_SIZE = 2_000
+# One distinct colour per digit. The reference uses parula(10), a sequential
+# map whose neighbouring digits are hard to tell apart; tab10 is made for classes.
+DIGIT_COLORMAP = matplotlib.colors.ListedColormap(
+    matplotlib.colormaps["tab10"].colors, name="digits"
+)
+# Boundaries half-way between the digits, so digit d gets the d-th colour.
+DIGIT_NORM = matplotlib.colors.BoundaryNorm(np.arange(-0.5, 10.5), DIGIT_COLORMAP.N)
+_IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "nearest"}
+
+
+def plot_reconstructions(model, x, y, seed=None, path=None):
+    """Random test images of each digit beside their reconstructions.
+
+    As the reference's `visualizeReconstruction`: for each digit 0-9, twice, a
+    random image of that class goes through the encoder, the sampling step and
+    the decoder. Each of the 4x5 panels shows
+    `[original | 1-pixel white column | reconstruction]`, a 28x57 image.
+    Panels 0-9 hold the first draw of digits 0-9, panels 10-19 the second.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x: images, shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
+        y: their digit labels, shape (N,).
+        seed: int or None. Seeds both the choice of images and the sampling
+            noise, so the same seed gives the same figure; the model's sampling
+            generator is put back as it was afterwards. None: random.
+        path: where to save the figure as an image (PNG for a `.png` name or
+            no suffix); parent folders are created. None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no
+            image in `y`.
+    """
+    x = _images(x)
+    y = _labels(y, x)
+    by_digit = [np.flatnonzero(y == digit) for digit in range(10)]
+    missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
+    if missing:
+        raise ValueError(
+            f"plot_reconstructions needs at least one image of each digit 0-9; "
+            f"y has no image of digit(s) {', '.join(map(str, missing))}"
+        )
+    rng = np.random.default_rng(seed)
+    digits = [digit for _ in range(2) for digit in range(10)]
+    chosen = np.array([rng.choice(by_digit[digit]) for digit in digits])
+    originals = x[chosen]
+
+    state = model.sampling.seed_generator.state
+    saved_state = ops.convert_to_numpy(state.value)
+    if seed is not None:
+        state.assign(np.array([seed, 0], dtype="uint32"))
+    try:
+        reconstructions = ops.convert_to_numpy(model(originals, training=False))
+    finally:
+        if seed is not None:
+            state.assign(saved_state)
+
+    figure = matplotlib.figure.Figure(figsize=(10, 6.4))
+    axes = figure.subplots(4, 5)
+    separator = np.ones((28, 1), dtype="float32")
+    for axis, digit, original, reconstruction in zip(
+        axes.flat, digits, originals, reconstructions
+    ):
+        panel = np.concatenate([original[..., 0], separator, reconstruction[..., 0]], axis=1)
+        axis.imshow(panel, **_IMAGE_STYLE)
+        axis.set_title(str(digit))
+        axis.set_axis_off()
+    figure.suptitle("Example ground truth image vs. reconstructed image")
+    _save(figure, path)
+    return figure
+
+
+def plot_latent_space(model, x, y, path=None):
+    """The codes' means and log-variances in their first two principal components.
+
+    As the reference's `visualizeLatentSpace`: the images are encoded, the
+    (N, latent_dim) means and, separately, the log-variances are reduced to two
+    dimensions by PCA, and each is scattered coloured by digit. As in the
+    reference, the second principal component is on the x axis and the first
+    on the y axis, which points down.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x: images, shape (N, 28, 28, 1) or (N, 28, 28), N >= 2.
+        y: their digit labels 0-9, shape (N,).
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`, with two scatter panels (each point's
+        offset is `(PC 2, PC 1)`) and their two colour bars.
+
+    Raises:
+        ValueError: if `x` and `y` disagree in length, or `x` holds fewer than
+            2 images.
+    """
+    from sklearn.decomposition import PCA
+
+    x = _images(x)
+    y = _labels(y, x)
+    _check_at_least_two(x, "plot_latent_space")
+    z_mean, z_log_var = encode(model, x)
+
+    figure = matplotlib.figure.Figure(figsize=(12, 5.6), layout="constrained")
+    axes = figure.subplots(1, 2)
+    panels = [(z_mean, "Z_mu", "means"), (z_log_var, "Z_logvar", "log-variances")]
+    for axis, (codes, symbol, title) in zip(axes, panels):
+        scores = PCA(n_components=2).fit_transform(codes)
+        points = axis.scatter(
+            scores[:, 1], scores[:, 0], c=y, cmap=DIGIT_COLORMAP, norm=DIGIT_NORM,
+            s=5, linewidths=0, alpha=0.8,
+        )
+        axis.invert_yaxis()
+        axis.set_aspect("equal", adjustable="datalim")
+        axis.set(xlabel=f"{symbol} PC 2", ylabel=f"{symbol} PC 1", title=f"Latent space: {title}")
+        colorbar = figure.colorbar(points, ax=axis, ticks=range(10))
+        colorbar.set_ticklabels([str(digit) for digit in range(10)])
+        colorbar.set_label("digit")
+        colorbar.minorticks_off()
+    _save(figure, path)
+    return figure
+
+
+def plot_generated(model, n=25, seed=None, path=None):
+    """Digits decoded from codes drawn from N(0, I), in one tile.
+
+    As the reference's `generate`: `model.generate(n, seed)` shown as one
+    image of `ceil(sqrt(n))` columns of 28x28 digits, no gaps between them
+    (a 140x140 tile for n=25); empty places of the last row are black.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        n: number of digits, >= 1.
+        seed: int or None; the same seed gives the same digits.
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: if `n` is not a positive integer.
+    """
+    _check_positive_int(n, "n")
+    images = model.generate(n, seed=seed)
+    tile = tile_images(images)
+    size = min(2.0 + 0.04 * tile.shape[1], 10.0)
+    figure = matplotlib.figure.Figure(figsize=(size, size * tile.shape[0] / tile.shape[1] + 0.4))
+    axis = figure.subplots()
+    axis.imshow(tile, **_IMAGE_STYLE)
+    axis.set_axis_off()
+    axis.set_title("Generated samples of digits")
+    _save(figure, path)
+    return figure
+
+
+def plot_interpolation(model, x_start, x_end, steps=10, path=None):
+    """Decodings of codes on the straight line between two images' codes.
+
+    Both images are encoded to their means `z_start` and `z_end`; the `steps`
+    codes `(1 - t) * z_start + t * z_end`, for `t` in `linspace(0, 1, steps)`,
+    are decoded. The row shows the original start image, the `steps` decodings
+    (the first and last are the decodings of the two means themselves), and
+    the original end image: `steps + 2` panels.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x_start: an image, shape (28, 28, 1) or (28, 28).
+        x_end: an image of the same shape.
+        steps: number of decoded codes, >= 2 (both ends included).
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: if an image has the wrong shape or `steps` < 2.
+    """
+    _check_positive_int(steps, "steps")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (both ends are decoded), received steps={steps!r}")
+    pair = np.stack([_one_image(x_start, "x_start"), _one_image(x_end, "x_end")])
+    z_mean, _ = encode(model, pair)
+    t = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
+    codes = (1.0 - t) * z_mean[0] + t * z_mean[1]
+    decoded = ops.convert_to_numpy(model.decode(codes))
+
+    images = [pair[0], *decoded, pair[1]]
+    titles = ["start", *(f"t={value:.2f}" for value in t[:, 0]), "end"]
+    figure = matplotlib.figure.Figure(figsize=(1.0 * len(images), 1.75))
+    axes = figure.subplots(1, len(images))
+    for axis, image, title in zip(axes, images, titles):
+        axis.imshow(image[..., 0], **_IMAGE_STYLE)
+        axis.set_title(title, fontsize=8)
+        axis.set_axis_off()
+    figure.suptitle("Interpolating between the means of two codes")
+    _save(figure, path)
+    return figure
+
+
+def plot_latent_grid(model, x, n=15, span=2.5, path=None):
+    """Decodings of a grid of codes along the means' two principal directions.
+
+    The images are encoded to their means, a 2-component PCA is fitted to
+    them, and the code `mean + a * std_1 * pc_1 + b * std_2 * pc_2` is decoded
+    for `a` and `b` in `linspace(-span, span, n)`, where `pc_k` is the k-th
+    principal direction and `std_k` the means' standard deviation along it.
+    Laid out like the means panel of `plot_latent_space`: `b` (PC 2) grows
+    to the right and `a` (PC 1) downwards. One (28 n)x(28 n) tiled image.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x: images whose means define the directions, shape (N, 28, 28, 1),
+            N >= 2.
+        n: grid points per side, >= 1.
+        span: the grid reaches `span` standard deviations from the mean, > 0.
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: for `n` < 1, a `span` that is not positive, or fewer than
+            2 images.
+    """
+    from sklearn.decomposition import PCA
+
+    _check_positive_int(n, "n")
+    if not (isinstance(span, (int, float, np.integer, np.floating)) and math.isfinite(span) and span > 0):
+        raise ValueError(f"span must be a positive number, received span={span!r}")
+    x = _images(x)
+    _check_at_least_two(x, "plot_latent_grid")
+    z_mean, _ = encode(model, x)
+    pca = PCA(n_components=2).fit(z_mean)
+    directions = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
+    values = np.linspace(-span, span, n)
+    a, b = np.meshgrid(values, values, indexing="ij")  # a: rows (PC 1), b: columns (PC 2)
+    codes = pca.mean_ + a.reshape(-1, 1) * directions[0] + b.reshape(-1, 1) * directions[1]
+    decoded = ops.convert_to_numpy(model.decode(codes.astype("float32")))
+    tile = tile_images(decoded, columns=n)
+
+    figure = matplotlib.figure.Figure(figsize=(7.5, 7.5))
+    axis = figure.subplots()
+    axis.imshow(tile, **_IMAGE_STYLE)
+    centres = [14, 28 * (n // 2) + 14, 28 * (n - 1) + 14]
+    labels = [f"{values[0]:.1f}", f"{values[n // 2]:.1f}", f"{values[-1]:.1f}"]
+    axis.set_xticks(centres, labels=labels)
+    axis.set_yticks(centres, labels=labels)
+    axis.set(
+        xlabel="Z_mu PC 2 (standard deviations)",
+        ylabel="Z_mu PC 1 (standard deviations)",
+        title="Decoded codes along the means' two principal directions",
+    )
+    _save(figure, path)
+    return figure
+
+
+def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
+    """The test and training ELBO loss per epoch beside the reference's numbers.
+
+    The y axis is zoomed on the part where the curves differ: from 0.5 below
+    the lowest value plotted to 0.5 above the larger of the reference's and
+    the run's epoch-2 test ELBO (about 25.4 for the reference). The first
+    epoch's test ELBO (about 28) and the first epochs' training ELBO lie above
+    the top of the plot.
+
+    Args:
+        history: a dict of columns as returned by
+            `vae_keras.training.read_history` (`epoch` from 1, `val_elbo`,
+            optionally `elbo`), or the path of a `history.csv`.
+        path: where to save the figure; None: not saved.
+        reference: the published test ELBO per epoch, from epoch 1; None or
+            empty: not plotted.
+
+    Returns:
+        The `matplotlib.figure.Figure`: lines for the test ELBO, the training
+        ELBO (dashed; when the history has it) and the reference (markers).
+
+    Raises:
+        FileNotFoundError: if `history` is a path that does not exist.
+        ValueError: if the history has no epochs or no `epoch` / `val_elbo`
+            column.
+    """
+    if isinstance(history, (str, Path)):
+        history = read_history(history)
+    for column in ("epoch", "val_elbo"):
+        if column not in history:
+            raise ValueError(
+                f"The history has no {column!r} column (columns: {', '.join(history)}); "
+                "the test ELBO is logged as 'val_elbo' when fit is given validation data"
+            )
+    epochs = np.asarray(history["epoch"], dtype=int)
+    if len(epochs) == 0:
+        raise ValueError("The history holds no epochs")
+    test_elbo = np.asarray(history["val_elbo"], dtype=float)
+    reference = np.asarray(reference if reference is not None else [], dtype=float)
+
+    figure = matplotlib.figure.Figure(figsize=(8, 4.8), layout="constrained")
+    axis = figure.subplots()
+    axis.plot(epochs, test_elbo, color="tab:blue", marker=".", label="Keras, test ELBO")
+    plotted = [test_elbo]
+    if "elbo" in history:
+        train_elbo = np.asarray(history["elbo"], dtype=float)
+        axis.plot(epochs, train_elbo, color="tab:blue", linestyle="--", alpha=0.7,
+                  label="Keras, training ELBO")
+        plotted.append(train_elbo)
+    if len(reference):
+        axis.plot(np.arange(1, len(reference) + 1), reference, linestyle="none", marker="o",
+                  markersize=4, markerfacecolor="none", color="black",
+                  label="MATLAB reference, test ELBO")
+        plotted.append(reference)
+
+    values = np.concatenate(plotted)
+    values = values[np.isfinite(values)]
+    if len(values):
+        epoch_two = [series[min(1, len(series) - 1)] for series in (test_elbo, reference) if len(series)]
+        epoch_two = [value for value in epoch_two if np.isfinite(value)] or [values.max()]
+        lower, upper = values.min() - 0.5, max(epoch_two) + 0.5
+        if upper > lower:
+            axis.set_ylim(lower, upper)
+    axis.set_xlim(0.5, max(epochs.max(), len(reference)) + 0.5)
+    axis.set(xlabel="Epoch", ylabel="ELBO loss", title="ELBO loss per epoch")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    _save(figure, path)
+    return figure
+
+
+def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
+    """Writes every figure of notebook 4 as PNG files, on the MNIST test set.
+
+    Writes `reconstructions.png`, `latent_space.png` (all 10,000 test images),
+    `generated.png` (25 digits), `interpolation.png` (from a random test 3 to
+    a random test 8), `latent_grid.png` and, when a history is given or
+    `models/vae_mnist_history.csv` exists beside the pretrained model,
+    `training_curve.png`.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        out_dir: the folder to write to (created if needed).
+        history_path: a `history.csv` for the training curve; None: the
+            pretrained model's, if it exists.
+        seed: seed of the random choices and of the sampling noise.
+        data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
+
+    Returns:
+        The list of the written files' paths.
+
+    Raises:
+        FileNotFoundError: if `history_path` does not exist.
+        vae_keras.DataError: if the MNIST files are missing or corrupt.
+    """
+    from vae_keras.data import load_mnist
+    from vae_keras.models import PRETRAINED_MODEL_PATH
+
+    out_dir = Path(out_dir)
+    if history_path is None:
+        default_history = PRETRAINED_MODEL_PATH.with_name("vae_mnist_history.csv")
+        history_path = default_history if default_history.is_file() else None
+    history = read_history(history_path) if history_path is not None else None
+    (_, _), (x_test, y_test) = load_mnist(data_dir)
+    rng = np.random.default_rng(seed)
+    start = rng.choice(np.flatnonzero(y_test == 3))
+    end = rng.choice(np.flatnonzero(y_test == 8))
+
+    figures = {
+        "reconstructions.png": lambda: plot_reconstructions(model, x_test, y_test, seed=seed),
+        "latent_space.png": lambda: plot_latent_space(model, x_test, y_test),
+        "generated.png": lambda: plot_generated(model, n=25, seed=seed),
+        "interpolation.png": lambda: plot_interpolation(model, x_test[start], x_test[end]),
+        "latent_grid.png": lambda: plot_latent_grid(model, x_test),
+    }
+    if history is not None:
+        figures["training_curve.png"] = lambda: plot_training_curve(history)
+    written = []
+    for name, make_figure in figures.items():
+        _save(make_figure(), out_dir / name)
+        written.append(out_dir / name)
+    return written
+
+
+def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
+    """Encodes images in batches into NumPy means and log-variances.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x: images, shape (N, 28, 28, 1).
+        batch_size: images per encoder call (memory only).
+
+    Returns:
+        A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
+    """
+    means, log_variances = [], []
+    for start in range(0, len(x), batch_size):
+        z_mean, z_log_var = model.encode(x[start : start + batch_size])
+        means.append(ops.convert_to_numpy(z_mean))
+        log_variances.append(ops.convert_to_numpy(z_log_var))
+    return np.concatenate(means), np.concatenate(log_variances)
+
+
+def tile_images(images, columns=None):
+    """Lays images out in one array, row by row, without gaps.
+
+    Args:
+        images: shape (N, H, W, 1) or (N, H, W).
+        columns: images per row; None: `ceil(sqrt(N))`.
+
+    Returns:
+        A 2-D array of shape (rows * H, columns * W), with
+        `rows = ceil(N / columns)`; places after the last image are 0.
+    """
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]
+    count, height, width = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    tile = np.zeros((rows * height, columns * width), dtype=images.dtype)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        tile[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
+    return tile
+
+
+def _save(figure, path):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+
+
+def _images(x):
+    x = np.asarray(x, dtype="float32")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
+        raise ValueError(
+            f"Expected images of shape (N, 28, 28, 1) or (N, 28, 28), received shape {x.shape}"
+        )
+    return x
+
+
+def _one_image(image, name):
+    image = np.asarray(image, dtype="float32")
+    if image.shape == (28, 28):
+        image = image[..., None]
+    if image.shape != (28, 28, 1):
+        raise ValueError(
+            f"{name} must be one image of shape (28, 28, 1) or (28, 28), received shape {image.shape}"
+        )
+    return image
+
+
+def _labels(y, x):
+    y = np.asarray(y).reshape(-1)
+    if len(y) != len(x):
+        raise ValueError(f"x and y must have the same length, received {len(x)} images and {len(y)} labels")
+    return y
+
+
+def _check_at_least_two(x, function):
+    if len(x) < 2:
+        raise ValueError(f"{function} needs at least 2 images for a 2-component PCA, received {len(x)}")
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
