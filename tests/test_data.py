@@ -446,6 +446,17 @@ def test_load_mnist_all_missing_fallback_fails(tmp_path, monkeypatch, capsys):
     assert "keras.datasets.mnist.load_data()" in capsys.readouterr().out
 
 
+def test_load_mnist_folder_that_does_not_exist(tmp_path, monkeypatch):
+    def must_not_download():
+        raise AssertionError("a mistyped folder must not trigger the download")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", must_not_download)
+    missing_dir = tmp_path / "no-such-folder"
+    with pytest.raises(data.MissingDataError) as error_info:
+        data.load_mnist(missing_dir)
+    assert_message(error_info, missing_dir, "no such folder")
+
+
 def test_load_mnist_all_missing_falls_back_to_keras(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(2)
     train = (rng.integers(0, 256, (6, 28, 28), np.uint8), np.arange(6, dtype=np.uint8))

@@ -399,8 +399,9 @@ def load_mnist(data_dir=None, verify=True):
         N is 60,000 for training and 10,000 for test.
 
     Raises:
-        MissingDataError: some of the files are missing, or all of them are
-            and the Keras fallback failed too (e.g. offline).
+        MissingDataError: `data_dir` does not exist, some of the files are
+            missing, or all of them are and the Keras fallback failed too
+            (e.g. offline).
         DataError: a file is corrupt or truncated, fails its checksum, or
             holds arrays of the wrong shape, type, count or label range.
 
@@ -410,6 +411,15 @@ def load_mnist(data_dir=None, verify=True):
     >>> x_train.shape, x_train.dtype, y_test.shape
     ((60000, 28, 28, 1), dtype('float32'), (10000,))
     """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        # A folder named by the caller that does not exist is a typo, not a
+        # request to download: say so instead of falling back.
+        raise _fail(
+            Path(data_dir),
+            "no such folder; pass data_dir= the folder that holds the four MNIST "
+            "files, or leave it out to read the project's data/ folder.",
+            MissingDataError,
+        )
     data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
     found, missing = _find_mnist_files(data_dir)
 
