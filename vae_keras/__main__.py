@@ -5,6 +5,7 @@ Kept short on purpose: the work is done by the package's importable modules.
 
 import argparse
 import dataclasses
+import pathlib
 import sys
 import time
 
@@ -94,12 +95,26 @@ def _figures(args):
     from vae_keras import plotting
 
     model = vae_keras.load_vae(args.model)
+    history = args.history if args.history is not None else _history_beside(args.model)
     written = plotting.save_all_figures(
-        model, args.out_dir, history_path=args.history, seed=args.seed, data_dir=args.data_dir
+        model, args.out_dir, history_path=history, seed=args.seed, data_dir=args.data_dir
     )
     for path in written:
         print(f"Saved {path}")
     return 0
+
+
+def _history_beside(model_path):
+    """The training history that belongs to a model file, or None.
+
+    The pretrained model's is `models/vae_mnist_history.csv`; a run's model
+    `RUN/vae.keras` has `RUN/history.csv`.
+    """
+    if model_path is None:
+        candidate = vae_keras.models.PRETRAINED_MODEL_PATH.with_name("vae_mnist_history.csv")
+    else:
+        candidate = pathlib.Path(model_path).with_name("history.csv")
+    return candidate if candidate.is_file() else None
 
 
 def _seed(model, seed):
@@ -144,7 +159,7 @@ def _parser():
     figures = commands.add_parser("figures", help="write every figure of notebook 4 as PNG files")
     _add_model_flag(figures)
     figures.add_argument("--out-dir", default="docs/figures", help="folder for the PNGs (default: %(default)s)")
-    figures.add_argument("--history", default=None, help="history.csv for the training curve (default: the pretrained model's)")
+    figures.add_argument("--history", default=None, help="history.csv for the training curve (default: the one beside the model)")
     figures.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random choices")
     figures.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     figures.set_defaults(run=_figures)

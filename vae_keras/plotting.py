@@ -349,15 +349,14 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
 
     Writes `reconstructions.png`, `latent_space.png` (all 10,000 test images),
     `generated.png` (25 digits), `interpolation.png` (from a random test 3 to
-    a random test 8), `latent_grid.png` and, when a history is given or
-    `models/vae_mnist_history.csv` exists beside the pretrained model,
+    a random test 8), `latent_grid.png` and, when a history is given,
     `training_curve.png`.
 
     Args:
         model: a `vae_keras.VAE`.
         out_dir: the folder to write to (created if needed).
-        history_path: a `history.csv` for the training curve; None: the
-            pretrained model's, if it exists.
+        history_path: the model's `history.csv`, for the training curve;
+            None: no training curve.
         seed: seed of the random choices and of the sampling noise.
         data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
 
@@ -369,12 +368,8 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         vae_keras.DataError: if the MNIST files are missing or corrupt.
     """
     from vae_keras.data import load_mnist
-    from vae_keras.models import PRETRAINED_MODEL_PATH
 
     out_dir = Path(out_dir)
-    if history_path is None:
-        default_history = PRETRAINED_MODEL_PATH.with_name("vae_mnist_history.csv")
-        history_path = default_history if default_history.is_file() else None
     history = read_history(history_path) if history_path is not None else None
     (_, _), (x_test, y_test) = load_mnist(data_dir)
     rng = np.random.default_rng(seed)
