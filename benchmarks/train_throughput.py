@@ -8,7 +8,7 @@ Run from the repository root:
 It prints figures and asserts nothing. Each implementation lives in its own
 child process (spawned, so each has its own TensorFlow runtime, thread pools
 and peak memory), builds its model once, and then runs the timing windows the
-parent asks for, alternating between the two, so that a slow spell of a shared
+parent asks for, alternating between them, so that a slow spell of a shared
 machine falls on both. See benchmarks/README.md for how to read the output.
 """
 
@@ -26,7 +26,10 @@ import numpy as np
 
 BATCH_SIZE = 512
 EPOCH_STEPS = 60_000 // BATCH_SIZE  # 117 full batches per epoch, as the reference
-IMPLEMENTATIONS = ("vae_keras", "baseline")
+# vae_keras as it trains by default (float32, as the reference), vae_keras with
+# VAEConfig(precision="mixed_bfloat16"), and the keras.io-style baseline.
+IMPLEMENTATIONS = ("vae_keras", "vae_keras_bf16", "baseline")
+PRECISION = {"vae_keras": "float32", "vae_keras_bf16": "mixed_bfloat16"}
 # How long the parent waits for one answer of a child before giving up.
 ANSWER_TIMEOUT_S = 900
 
@@ -85,9 +88,10 @@ def main(argv=None):
         "eval_repeats": args.eval_repeats,
         "generate_repeats": args.generate_repeats,
     }
+    implementations = [name for name in IMPLEMENTATIONS if not (args.no_bfloat16 and name == "vae_keras_bf16")]
     workers = {}
     try:
-        for name in IMPLEMENTATIONS:
+        for name in implementations:
             workers[name] = Worker(name, options)
         infos = {name: worker.answer() for name, worker in workers.items()}
         _print_setup(infos, args)
@@ -95,16 +99,16 @@ def main(argv=None):
         print("\n## Warm-up (one untimed window each: traces the train step)", flush=True)
         for name, worker in workers.items():
             result = worker.ask("window")
-            print(f"{name:>9}: {result['seconds']:.2f} s for {args.steps} steps (not counted)", flush=True)
+            print(f"{name:>14}: {result['seconds']:.2f} s for {args.steps} steps (not counted)", flush=True)
 
         print(f"\n## Measured windows: fit(epochs=1) over {args.steps} batches of {BATCH_SIZE}", flush=True)
-        windows = {name: [] for name in IMPLEMENTATIONS}
+        windows = {name: [] for name in implementations}
         for index in range(args.windows):
             for name, worker in workers.items():
                 result = worker.ask("window")
                 windows[name].append(result)
                 print(
-                    f"window {index + 1}/{args.windows} {name:>9}: {result['seconds']:.2f} s, "
+                    f"window {index + 1}/{args.windows} {name:>14}: {result['seconds']:.2f} s, "
                     f"{1000 * result['seconds'] / args.steps:.0f} ms/step, "
                     f"loss {result['loss']:.2f}, load average {os.getloadavg()[0]:.2f}",
                     flush=True,
@@ -161,14 +165,15 @@ def _print_machine():
 
 
 def _print_setup(infos, args):
+    implementations = list(infos)
     info = infos["vae_keras"]
     print("\n## Software and threads (as seen in the child processes)")
     print(f"TensorFlow {info['tensorflow']}, Keras {info['keras']} (backend {info['backend']}), "
           f"NumPy {info['numpy']}")
-    for name in IMPLEMENTATIONS:
+    for name in implementations:
         info = infos[name]
         print(
-            f"{name:>9}: intra_op_parallelism_threads={info['intra_op']}, "
+            f"{name:>14}: intra_op_parallelism_threads={info['intra_op']}, "
             f"inter_op_parallelism_threads={info['inter_op']} (0 = TensorFlow's default, "
             f"sized to the cores); device {info['device']}; GPUs seen: {info['gpus'] or 'none'}"
         )
@@ -182,10 +187,10 @@ def _print_setup(infos, args):
         f"Work per image and training step: about {flops / 1e6:.1f} MFLOP "
         f"(forward {2 * forward_macs_per_image() / 1e6:.1f} MFLOP, backward about twice that)."
     )
-    for name in IMPLEMENTATIONS:
+    for name in implementations:
         info = infos[name]
         print(
-            f"{name:>9}: encoder {info['encoder_params']:,} + decoder {info['decoder_params']:,} "
+            f"{name:>14}: encoder {info['encoder_params']:,} + decoder {info['decoder_params']:,} "
             f"trainable parameters; jit_compile={info['jit_compile']}, "
             f"steps_per_execution={info['steps_per_execution']}, "
             f"op determinism {'on' if info['determinism'] else 'off'}; {info['how']}; "
@@ -216,9 +221,10 @@ def _print_extras(extras):
 
 
 def _report(windows, infos, rss, peak_gflops, args):
+    implementations = list(windows)
     print("\n## Results (medians over the measured windows)")
     rows = {}
-    for name in IMPLEMENTATIONS:
+    for name in implementations:
         step_seconds = [result["seconds"] / args.steps for result in windows[name]]
         median = statistics.median(step_seconds)
         images_per_second = BATCH_SIZE / median
@@ -232,25 +238,26 @@ def _report(windows, infos, rss, peak_gflops, args):
             "fraction": achieved / peak_gflops,
         }
         print(
-            f"{name:>9}: {1000 * median:.0f} ms/step (min {1000 * min(step_seconds):.0f}, "
+            f"{name:>14}: {1000 * median:.0f} ms/step (min {1000 * min(step_seconds):.0f}, "
             f"max {1000 * max(step_seconds):.0f}), {images_per_second:.0f} images/s, "
             f"{EPOCH_STEPS * median:.1f} s per {EPOCH_STEPS}-step epoch, "
             f"{achieved:.1f} GFLOP/s = {100 * achieved / peak_gflops:.1f}% of the matmul peak, "
             f"peak RSS {rss[name] / 1024:.0f} MiB"
         )
-    pair_ratios = [
-        b["seconds"] / a["seconds"] for a, b in zip(windows["vae_keras"], windows["baseline"])
-    ]
-    print(
-        "per-window-pair ratios vae_keras / baseline (images/s): "
-        + " ".join(f"{ratio:.2f}" for ratio in pair_ratios)
-    )
+    for name in implementations[:-1]:
+        pair_ratios = [
+            b["seconds"] / a["seconds"] for a, b in zip(windows[name], windows["baseline"])
+        ]
+        print(
+            f"per-window-pair ratios {name} / baseline (images/s): "
+            + " ".join(f"{ratio:.2f}" for ratio in pair_ratios)
+        )
     print(f"Load average (1, 5, 15 min) at the end: {_load_average()}")
 
     print("\n## Table (markdown)\n")
     print("| implementation | ms/step | images/s | s/epoch (117 steps) | peak RSS MiB | fraction of matmul peak |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in IMPLEMENTATIONS:
+    for name in implementations:
         row = rows[name]
         print(
             f"| {name} | {row['ms_per_step']:.0f} | {row['images_per_second']:.0f} | "
@@ -264,8 +271,15 @@ def _report(windows, infos, rss, peak_gflops, args):
         f"determinism={args.determinism}, monitor={'off' if args.no_monitor else 'on'}, "
         f"baseline input={args.baseline_input}, {args.windows} windows x {args.steps} steps.\n"
     )
-    ratio = rows["vae_keras"]["images_per_second"] / rows["baseline"]["images_per_second"]
-    print(f"speed ratio vae_keras / baseline (images per second, medians): {ratio:.2f}x", flush=True)
+    ratios = {
+        name: rows[name]["images_per_second"] / rows["baseline"]["images_per_second"]
+        for name in implementations[:-1]
+    }
+    print(
+        "speed ratio vae_keras / baseline (images per second, medians): "
+        + ", ".join(f"{ratios[name]:.2f}x {PRECISION[name]}" for name in ratios),
+        flush=True,
+    )
 
 
 def _cpu_model():
@@ -411,9 +425,12 @@ def _setup(name, options):
         raise ValueError(f"--steps {options['steps']} needs more than the {len(x_train)} training images")
     x_test = x_test[: options["eval_images"]]
     determinism = options["determinism"] == "both" or (
-        options["determinism"] == "package" and name == "vae_keras"
+        options["determinism"] == "package" and name in PRECISION
     )
-    session = (VaeKerasSession if name == "vae_keras" else BaselineSession)(x, x_test, options, determinism)
+    if name in PRECISION:
+        session = VaeKerasSession(x, x_test, dict(options, precision=PRECISION[name]), determinism)
+    else:
+        session = BaselineSession(x, x_test, options, determinism)
     session.info.update(
         tensorflow=tf.__version__,
         keras=keras.__version__,
@@ -447,7 +464,11 @@ class VaeKerasSession:
         from vae_keras.config import VAEConfig
 
         jit = {"auto": "auto", "true": True, "false": False}[options["jit_compile"]]
-        self.config = VAEConfig(jit_compile=jit, steps_per_execution=options["steps_per_execution"])
+        self.config = VAEConfig(
+            jit_compile=jit,
+            steps_per_execution=options["steps_per_execution"],
+            precision=options["precision"],
+        )
         self.device = training.select_device(self.config.execution_environment, verbose=False)
         keras.utils.set_random_seed(self.config.seed)
         if determinism:
@@ -465,7 +486,7 @@ class VaeKerasSession:
             "device": self.device,
             "encoder_params": _count_params(self.model.encoder),
             "decoder_params": _count_params(self.model.decoder),
-            "how": "build_model + EpochBatches(x, 512).dataset"
+            "how": f"precision {self.config.precision}, build_model + EpochBatches(x, 512).dataset"
             + (" + TrainingMonitor" if options["monitor"] else ""),
         }
 
@@ -695,6 +716,8 @@ def _parse_args(argv):
     parser.add_argument("--determinism", choices=("package", "both", "neither"), default="package",
                         help="TF op determinism: package = as each is written (vae_keras on, "
                              "baseline off), both, or neither")
+    parser.add_argument("--no-bfloat16", action="store_true",
+                        help="leave out vae_keras with precision='mixed_bfloat16' (two children, not three)")
     parser.add_argument("--no-monitor", action="store_true",
                         help="leave out vae_keras' per-batch TrainingMonitor callback")
     parser.add_argument("--baseline-input", choices=("numpy", "dataset"), default="numpy",

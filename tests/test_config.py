@@ -15,6 +15,7 @@ def test_defaults_are_the_reference_settings():
     assert config.learning_rate == 1e-3
     assert config.execution_environment == "auto"
     assert config.shuffle is False
+    assert config.precision == "float32"
     assert config.steps_per_epoch() == 117 == 60_000 // 512
 
 
@@ -54,6 +55,8 @@ def test_replace_keeps_checks():
         ("eval_batch_size", 0),
         ("jit_compile", "maybe"),
         ("steps_per_execution", 0),
+        ("precision", "float16"),
+        ("precision", "bfloat16"),
     ],
 )
 def test_invalid_value_names_field_and_value(field, value):

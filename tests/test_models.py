@@ -166,3 +166,31 @@ def test_load_vae_errors_name_the_file(tmp_path):
     build_encoder(2).save(other)
     with pytest.raises(ValueError, match="not a vae_keras VAE"):
         vae_keras.load_vae(other)
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs(tmp_path):
+    model = VAE(seed=0, precision="mixed_bfloat16")
+    assert count_trainable(model.encoder) == 144_296
+    assert count_trainable(model.decoder) == 118_465
+    for layer in model.encoder.layers[1:] + model.decoder.layers[1:]:
+        assert layer.compute_dtype == "bfloat16", layer.name
+    assert {weight.dtype for weight in model.trainable_weights} == {"float32"}
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    z_mean, z_log_var = model.encode(x)
+    images = model.decode(z_mean)
+    assert z_mean.dtype == z_log_var.dtype == images.dtype == "float32"
+    # The same weights in float32 give nearly the same codes: bfloat16 keeps
+    # 8 bits of mantissa, so agreement is to about 1e-2, not to float32's 1e-6.
+    reference = VAE(seed=0, precision="float32")
+    reference.set_weights(model.get_weights())
+    expected = ops.convert_to_numpy(reference.encode(x)[0])
+    np.testing.assert_allclose(ops.convert_to_numpy(z_mean), expected, atol=0.05, rtol=0.05)
+    assert not np.array_equal(ops.convert_to_numpy(z_mean), expected)
+
+    path = tmp_path / "mixed.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.decoder.layers[-1].compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(restored.decode(z_mean)), ops.convert_to_numpy(images)
+    )

@@ -143,6 +143,41 @@ def test_resume_with_another_config_is_refused(tmp_path, small_data):
         training.train(VAEConfig(epochs=2, learning_rate=0.01, **SMALL), run_dir, data=small_data, verbose=0)
 
 
+def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path, small_data):
+    # config.json of a run from an older vae_keras lacks the newer fields;
+    # they count as their defaults, so the run still resumes.
+    import json
+
+    run_dir = tmp_path / "run"
+    config = VAEConfig(epochs=2, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(1, 0)])
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["precision"]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    assert training.train(config, run_dir, data=small_data, verbose=0).history["epoch"] == [1, 2]
+
+
+def test_mixed_bfloat16_trains_to_the_float32_loss(tmp_path, small_data):
+    # bfloat16 arithmetic changes the rounding, not what is computed: after a
+    # few epochs the test ELBO is the float32 run's to within the spread that
+    # another seed gives.
+    sizes = dict(SMALL, train_size=1024, test_size=256)
+    runs = {
+        name: training.train(VAEConfig(epochs=4, **sizes, **extra), tmp_path / name, data=small_data, verbose=0)
+        for name, extra in {
+            "float32": {},
+            "bfloat16": {"precision": "mixed_bfloat16"},
+            "seed1": {"seed": 1},
+        }.items()
+    }
+    final = {name: run.history["val_elbo"][-1] for name, run in runs.items()}
+    assert final["bfloat16"] < runs["bfloat16"].history["val_elbo"][0]  # it learns
+    assert final["bfloat16"] != final["float32"]  # it really ran in bfloat16
+    seed_spread = abs(final["seed1"] - final["float32"])
+    assert abs(final["bfloat16"] - final["float32"]) < max(2 * seed_spread, 0.02 * final["float32"])
+
+
 def test_finished_run_is_not_overwritten_by_accident(tmp_path, small_data):
     run_dir = tmp_path / "run"
     training.train(VAEConfig(epochs=1, **SMALL), run_dir, data=small_data, verbose=0)

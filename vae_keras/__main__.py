@@ -10,7 +10,7 @@ import sys
 import time
 
 import vae_keras  # sets the Keras backend before Keras is imported
-from vae_keras.config import VAEConfig
+from vae_keras.config import EXECUTION_ENVIRONMENTS, PRECISIONS, VAEConfig
 
 # Command-line help for each `VAEConfig` field.
 FIELD_HELP = {
@@ -27,6 +27,7 @@ FIELD_HELP = {
     "eval_batch_size": "images per batch when evaluating",
     "jit_compile": "compile the train step with XLA: auto, true or false",
     "steps_per_execution": "train steps per call into the compiled graph",
+    "precision": "float32 as the reference, or mixed_bfloat16 (bfloat16 arithmetic, float32 weights)",
 }
 
 
@@ -180,7 +181,9 @@ def _add_config_flag(parser, field):
     if field.type in (bool, "bool"):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
     elif field.name == "execution_environment":
-        parser.add_argument(flag, choices=("auto", "cpu", "gpu"), default=default, help=help_text)
+        parser.add_argument(flag, choices=EXECUTION_ENVIRONMENTS, default=default, help=help_text)
+    elif field.name == "precision":
+        parser.add_argument(flag, choices=PRECISIONS, default=default, help=help_text)
     elif field.name == "jit_compile":
         parser.add_argument(flag, type=_auto_bool, default=default, help=help_text)
     elif field.name in ("learning_rate", "adam_epsilon"):

@@ -3,6 +3,10 @@
 import dataclasses
 import os
 
+# Numeric precision of the layers' computations: "float32" as the reference, or
+# "mixed_bfloat16" (bfloat16 arithmetic, float32 weights, loss and optimizer).
+PRECISIONS = ("float32", "mixed_bfloat16")
+
 # Where training can run: the three values of the reference's `executionEnvironment`.
 EXECUTION_ENVIRONMENTS = ("auto", "cpu", "gpu")
 
@@ -62,6 +66,10 @@ class VAEConfig:
     jit_compile: bool | str = "auto"
     # Train steps run per call into the compiled graph (fewer Python round trips).
     steps_per_execution: int = 1
+    # "float32" computes as the reference does; "mixed_bfloat16" runs the
+    # convolutions in bfloat16 (faster on CPUs with AVX512-BF16 or AMX and on
+    # recent GPUs) while weights, loss and optimizer stay float32.
+    precision: str = "float32"
 
     def __post_init__(self):
         _check_int("latent_dim", self.latent_dim, minimum=1)
@@ -108,6 +116,10 @@ class VAEConfig:
             raise ValueError(
                 f"execution_environment must be one of {EXECUTION_ENVIRONMENTS}, "
                 f"received execution_environment={self.execution_environment!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {PRECISIONS}, received precision={self.precision!r}"
             )
         if not isinstance(self.shuffle, bool):
             raise ValueError(f"shuffle must be True or False, received shuffle={self.shuffle!r}")

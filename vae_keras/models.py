@@ -13,7 +13,7 @@ from vae_keras.metrics import ELBO
 IMAGE_SHAPE = (28, 28, 1)
 
 
-def build_encoder(latent_dim=20, name="encoder"):
+def build_encoder(latent_dim=20, name="encoder", dtype=None):
     """The reference's encoder: two strided convolutions and a dense layer.
 
     28x28x1 image -> conv 3x3/2 (32) -> ReLU -> conv 3x3/2 (64) -> ReLU ->
@@ -24,6 +24,8 @@ def build_encoder(latent_dim=20, name="encoder"):
     Args:
         latent_dim: size of the latent code (20 in the reference).
         name: name of the returned model.
+        dtype: the layers' dtype policy, such as "mixed_bfloat16"; None uses
+            Keras' global policy (float32 unless changed).
 
     Returns:
         A functional `keras.Model` with 144,296 trainable parameters for
@@ -34,14 +36,14 @@ def build_encoder(latent_dim=20, name="encoder"):
     """
     _check_latent_dim(latent_dim)
     inputs = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
-    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1")(inputs)
-    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    outputs = layers.Dense(2 * latent_dim, name="fc_encoder")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", dtype=dtype)(inputs)
+    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2", dtype=dtype)(x)
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
+    outputs = layers.Dense(2 * latent_dim, name="fc_encoder", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_decoder(latent_dim=20, name="decoder"):
+def build_decoder(latent_dim=20, name="decoder", dtype=None):
     """The reference's decoder: four transposed convolutions, 1x1 -> 28x28.
 
     (batch, latent_dim) code -> reshape to 1x1xlatent_dim -> transposed conv
@@ -51,6 +53,8 @@ def build_decoder(latent_dim=20, name="decoder"):
     Args:
         latent_dim: size of the latent code (20 in the reference).
         name: name of the returned model.
+        dtype: the layers' dtype policy, such as "mixed_bfloat16"; None uses
+            Keras' global policy (float32 unless changed).
 
     Returns:
         A functional `keras.Model` with 118,465 trainable parameters for
@@ -61,11 +65,11 @@ def build_decoder(latent_dim=20, name="decoder"):
     """
     _check_latent_dim(latent_dim)
     inputs = keras.Input(shape=(latent_dim,), name="input_decoder")
-    x = layers.Reshape((1, 1, latent_dim), name="to_1x1")(inputs)
-    x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1")(x)
-    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu", name="transpose2")(x)
-    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu", name="transpose3")(x)
-    outputs = layers.Conv2DTranspose(1, 3, strides=1, padding="same", name="transpose4")(x)
+    x = layers.Reshape((1, 1, latent_dim), name="to_1x1", dtype=dtype)(inputs)
+    x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1", dtype=dtype)(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu", name="transpose2", dtype=dtype)(x)
+    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu", name="transpose3", dtype=dtype)(x)
+    outputs = layers.Conv2DTranspose(1, 3, strides=1, padding="same", name="transpose4", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -87,6 +91,10 @@ class VAE(keras.Model):
             `build_decoder(latent_dim)` when None.
         latent_dim: used only when `encoder` or `decoder` is None.
         seed: seed of the sampling layer's generator (None: random).
+        precision: dtype policy of the encoder and decoder built here, such as
+            "float32" or "mixed_bfloat16" (None: Keras' global policy); used
+            only when `encoder` or `decoder` is None.
+            Codes, images, the loss and the metrics are float32 either way.
         **kwargs: base `keras.Model` keyword arguments (`name`...).
 
     Raises:
@@ -102,11 +110,11 @@ class VAE(keras.Model):
     (25, 28, 28, 1)
     """
 
-    def __init__(self, encoder=None, decoder=None, latent_dim=20, seed=None, **kwargs):
+    def __init__(self, encoder=None, decoder=None, latent_dim=20, seed=None, precision=None, **kwargs):
         kwargs.setdefault("name", "vae")
         super().__init__(**kwargs)
-        self.encoder = encoder if encoder is not None else build_encoder(latent_dim)
-        self.decoder = decoder if decoder is not None else build_decoder(latent_dim)
+        self.encoder = encoder if encoder is not None else build_encoder(latent_dim, dtype=precision)
+        self.decoder = decoder if decoder is not None else build_decoder(latent_dim, dtype=precision)
         encoder_outputs = self.encoder.outputs[0].shape[-1]
         if encoder_outputs is None or encoder_outputs % 2:
             raise ValueError(
@@ -145,7 +153,7 @@ class VAE(keras.Model):
         Returns:
             A pair `(z_mean, z_log_var)`, each of shape (batch, latent_dim).
         """
-        encoded = self.encoder(x, training=training)
+        encoded = ops.cast(self.encoder(x, training=training), "float32")
         return encoded[:, : self.latent_dim], encoded[:, self.latent_dim :]
 
     def decode(self, z, training=False):
@@ -158,7 +166,7 @@ class VAE(keras.Model):
         Returns:
             Images of shape (batch, 28, 28, 1), values in [0, 1].
         """
-        return ops.sigmoid(self.decoder(z, training=training))
+        return ops.sigmoid(ops.cast(self.decoder(z, training=training), "float32"))
 
     def call(self, x, training=False):
         """Reconstructs images through the sampling step, as the reference does."""

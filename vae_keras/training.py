@@ -95,7 +95,7 @@ def build_model(config, device="cpu:0"):
     Returns:
         A compiled `VAE`.
     """
-    model = VAE(latent_dim=config.latent_dim, seed=config.seed)
+    model = VAE(latent_dim=config.latent_dim, seed=config.seed, precision=config.precision)
     model.compile(
         optimizer=make_optimizer(config),
         jit_compile=resolve_jit_compile(config, device),
@@ -380,7 +380,9 @@ def _prepare_output_dir(output_dir, config, overwrite):
     if config_path.exists():
         saved = json.loads(config_path.read_text())
         if (output_dir / BACKUP_DIR).exists():
-            differing = sorted(k for k in config_json if saved.get(k) != config_json[k])
+            # A field the saved run predates counts as holding its default.
+            defaults = dataclasses.asdict(VAEConfig())
+            differing = sorted(k for k in config_json if saved.get(k, defaults[k]) != config_json[k])
             if differing:
                 raise FileExistsError(
                     f"{output_dir} holds an interrupted run with another configuration "
