@@ -239,3 +239,13 @@ def test_cli_errors_are_clear(tmp_path):
     assert "latent_dim=0" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("train", "--execution-environment", "gpu", "--output-dir", str(tmp_path / "y"), cwd=tmp_path)
     assert result.returncode != 0 and "no GPU" in result.stderr
+
+
+def test_cli_precision_flag_reaches_the_config():
+    from vae_keras.__main__ import _parser
+
+    args = _parser().parse_args(["train", "--precision", "mixed_bfloat16", "--epochs", "3"])
+    assert (args.precision, args.epochs) == ("mixed_bfloat16", 3)
+    assert _parser().parse_args(["train"]).precision == "float32"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--precision", "float16"])
