@@ -160,8 +160,14 @@ def test_load_vae_errors_name_the_file(tmp_path):
         vae_keras.load_vae(missing)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip archive")
-    with pytest.raises(ValueError, match=str(corrupt)):
+    with pytest.raises(ValueError, match=str(corrupt)) as error_info:
         vae_keras.load_vae(corrupt)
+    assert "not a .keras model archive" in str(error_info.value)
+    truncated = tmp_path / "truncated.keras"
+    VAE(latent_dim=2, seed=0).save(tmp_path / "whole.keras")
+    truncated.write_bytes((tmp_path / "whole.keras").read_bytes()[:5000])
+    with pytest.raises(ValueError, match=str(truncated)):
+        vae_keras.load_vae(truncated)
     other = tmp_path / "other.keras"
     build_encoder(2).save(other)
     with pytest.raises(ValueError, match="not a vae_keras VAE"):

@@ -1,5 +1,6 @@
 """The reference encoder and decoder, and the VAE model that trains them together."""
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -313,6 +314,12 @@ def load_vae(path=None):
             else ""
         )
         raise FileNotFoundError(f"No model file at {path}.{hint}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Could not load a model from {path}: it is not a .keras model archive (a "
+            ".keras file is a zip archive written by model.save); it may be truncated "
+            "or another kind of file."
+        )
     try:
         model = keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a bad archive
