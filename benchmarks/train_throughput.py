@@ -30,6 +30,7 @@ EPOCH_STEPS = 60_000 // BATCH_SIZE  # 117 full batches per epoch, as the referen
 # VAEConfig(precision="mixed_bfloat16"), and the keras.io-style baseline.
 IMPLEMENTATIONS = ("vae_keras", "vae_keras_bf16", "baseline")
 PRECISION = {"vae_keras": "float32", "vae_keras_bf16": "mixed_bfloat16"}
+NAME_WIDTH = max(len(name) for name in IMPLEMENTATIONS)  # names right-aligned in the output
 # How long the parent waits for one answer of a child before giving up.
 ANSWER_TIMEOUT_S = 900
 
@@ -99,7 +100,7 @@ def main(argv=None):
         print("\n## Warm-up (one untimed window each: traces the train step)", flush=True)
         for name, worker in workers.items():
             result = worker.ask("window")
-            print(f"{name:>14}: {result['seconds']:.2f} s for {args.steps} steps (not counted)", flush=True)
+            print(f"{name:>{NAME_WIDTH}}: {result['seconds']:.2f} s for {args.steps} steps (not counted)", flush=True)
 
         print(f"\n## Measured windows: fit(epochs=1) over {args.steps} batches of {BATCH_SIZE}", flush=True)
         windows = {name: [] for name in implementations}
@@ -108,7 +109,7 @@ def main(argv=None):
                 result = worker.ask("window")
                 windows[name].append(result)
                 print(
-                    f"window {index + 1}/{args.windows} {name:>14}: {result['seconds']:.2f} s, "
+                    f"window {index + 1}/{args.windows} {name:>{NAME_WIDTH}}: {result['seconds']:.2f} s, "
                     f"{1000 * result['seconds'] / args.steps:.0f} ms/step, "
                     f"loss {result['loss']:.2f}, load average {os.getloadavg()[0]:.2f}",
                     flush=True,
@@ -173,7 +174,7 @@ def _print_setup(infos, args):
     for name in implementations:
         info = infos[name]
         print(
-            f"{name:>14}: intra_op_parallelism_threads={info['intra_op']}, "
+            f"{name:>{NAME_WIDTH}}: intra_op_parallelism_threads={info['intra_op']}, "
             f"inter_op_parallelism_threads={info['inter_op']} (0 = TensorFlow's default, "
             f"sized to the cores); device {info['device']}; GPUs seen: {info['gpus'] or 'none'}"
         )
@@ -190,7 +191,7 @@ def _print_setup(infos, args):
     for name in implementations:
         info = infos[name]
         print(
-            f"{name:>14}: encoder {info['encoder_params']:,} + decoder {info['decoder_params']:,} "
+            f"{name:>{NAME_WIDTH}}: encoder {info['encoder_params']:,} + decoder {info['decoder_params']:,} "
             f"trainable parameters; jit_compile={info['jit_compile']}, "
             f"steps_per_execution={info['steps_per_execution']}, "
             f"op determinism {'on' if info['determinism'] else 'off'}; {info['how']}; "
@@ -238,13 +239,13 @@ def _report(windows, infos, rss, peak_gflops, args):
             "fraction": achieved / peak_gflops,
         }
         print(
-            f"{name:>14}: {1000 * median:.0f} ms/step (min {1000 * min(step_seconds):.0f}, "
+            f"{name:>{NAME_WIDTH}}: {1000 * median:.0f} ms/step (min {1000 * min(step_seconds):.0f}, "
             f"max {1000 * max(step_seconds):.0f}), {images_per_second:.0f} images/s, "
             f"{EPOCH_STEPS * median:.1f} s per {EPOCH_STEPS}-step epoch, "
             f"{achieved:.1f} GFLOP/s = {100 * achieved / peak_gflops:.1f}% of the matmul peak, "
             f"peak RSS {rss[name] / 1024:.0f} MiB"
         )
-    for name in implementations[:-1]:
+    for name in _variants(implementations):
         pair_ratios = [
             b["seconds"] / a["seconds"] for a, b in zip(windows[name], windows["baseline"])
         ]
@@ -273,12 +274,12 @@ def _report(windows, infos, rss, peak_gflops, args):
     )
     ratios = {
         name: rows[name]["images_per_second"] / rows["baseline"]["images_per_second"]
-        for name in implementations[:-1]
+        for name in _variants(implementations)
     }
     best = {
         name: min(result["seconds"] for result in windows["baseline"])
         / min(result["seconds"] for result in windows[name])
-        for name in implementations[:-1]
+        for name in _variants(implementations)
     }
     print(
         "speed ratio vae_keras / baseline from each one's fastest window (a shared machine "
@@ -309,6 +310,11 @@ def _blas_name():
         return f"{blas.get('name')} {blas.get('version', '')}".strip()
     except (AttributeError, KeyError, TypeError):
         return "unknown"
+
+
+def _variants(implementations):
+    """The vae_keras children among `implementations`, each compared with the baseline."""
+    return [name for name in implementations if name in PRECISION]
 
 
 def _load_average():
