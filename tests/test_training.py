@@ -19,24 +19,24 @@ def small_data(small_mnist):
 
 
 def test_select_device_auto_without_gpu(monkeypatch, capsys):
-    monkeypatch.setattr(training, "visible_gpus", lambda: [])
+    monkeypatch.setattr(training.backends, "visible_gpus", lambda: [])
     assert training.select_device("auto") == "cpu:0"
     assert "CPU" in capsys.readouterr().out
 
 
 def test_select_device_auto_with_gpu(monkeypatch, capsys):
-    monkeypatch.setattr(training, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    monkeypatch.setattr(training.backends, "visible_gpus", lambda: ["/physical_device:GPU:0"])
     assert training.select_device("auto") == "gpu:0"
     assert "GPU" in capsys.readouterr().out
 
 
 def test_select_device_cpu_forced_even_with_gpu(monkeypatch):
-    monkeypatch.setattr(training, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    monkeypatch.setattr(training.backends, "visible_gpus", lambda: ["/physical_device:GPU:0"])
     assert training.select_device("cpu", verbose=False) == "cpu:0"
 
 
 def test_select_device_gpu_without_gpu_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(training, "visible_gpus", lambda: [])
+    monkeypatch.setattr(training.backends, "visible_gpus", lambda: [])
     with pytest.raises(RuntimeError, match="sees no GPU"):
         training.select_device("gpu")
 
@@ -49,23 +49,44 @@ def test_select_device_unknown():
 def test_epoch_batches_in_order_and_shuffled(small_data):
     (x_train, _), _ = small_data
     x = x_train[:300]
-    in_order = training.EpochBatches(x, 128)
-    batches = [b.numpy() for b in in_order.dataset]
-    assert in_order.steps == len(batches) == 2  # the remainder of 44 is left out
-    np.testing.assert_array_equal(np.concatenate(batches), x[:256])
+    in_order = training.EpochBatches(x, 128, epochs=3)
+    assert in_order.steps == 2  # the remainder of 44 is left out
+    assert len(in_order) == 6  # one sequence over all epochs
+    for epoch in range(3):
+        batches = [in_order[epoch * 2 + step][0] for step in range(2)]
+        np.testing.assert_array_equal(np.concatenate(batches), x[:256])
 
-    shuffled = training.EpochBatches(x, 128, shuffle=True, seed=5)
-    shuffled.set_epoch(3)
-    first = np.concatenate([b.numpy() for b in shuffled.dataset])
-    shuffled.set_epoch(4)
-    other = np.concatenate([b.numpy() for b in shuffled.dataset])
-    shuffled.set_epoch(3)
-    again = np.concatenate([b.numpy() for b in shuffled.dataset])
-    np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first, other)
-    order = np.random.default_rng([5, 3]).permutation(300)[:256]
-    expected = x[order]
-    np.testing.assert_array_equal(first, expected)
+    shuffled = training.EpochBatches(x, 128, epochs=6, shuffle=True, seed=5)
+
+    def epoch_images(dataset, index_of_epoch):
+        return np.concatenate([dataset[index_of_epoch * 2 + step][0] for step in range(2)])
+
+    first = epoch_images(shuffled, 3)
+    np.testing.assert_array_equal(first, x[np.random.default_rng([5, 3]).permutation(300)[:256]])
+    assert not np.array_equal(first, epoch_images(shuffled, 4))
+    np.testing.assert_array_equal(first, epoch_images(shuffled, 3))
+    # A run resumed at epoch 2 starts its sequence there: its second epoch is epoch 3.
+    resumed = training.EpochBatches(x, 128, epochs=6, shuffle=True, seed=5)
+    resumed.first_epoch = 2
+    np.testing.assert_array_equal(epoch_images(resumed, 1), first)
+
+
+def test_fit_reads_the_batches_in_sequence(tmp_path, small_data, monkeypatch):
+    requested = []
+    get_batch = training.EpochBatches.__getitem__
+
+    def recording(self, index):
+        requested.append(index)
+        return get_batch(self, index)
+
+    monkeypatch.setattr(training.EpochBatches, "__getitem__", recording)
+    config = VAEConfig(epochs=3, shuffle=True, **SMALL)
+    training.train(config, tmp_path / "run", data=small_data, verbose=0)
+    steps = config.steps_per_epoch()
+    # Batch i is epoch i // steps: read in order, never reshuffled by fit (Keras
+    # may first peek at a batch or two to learn their shapes).
+    assert requested[-3 * steps :] == list(range(3 * steps))
+    assert len(requested) <= 3 * steps + 2
 
 
 def test_train_writes_history_model_and_prints_reference_line(tmp_path, small_data, capsys):

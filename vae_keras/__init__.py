@@ -1,26 +1,46 @@
-"""vae_keras: MathWorks' "Train Variational Autoencoder (VAE) to Generate Images" in Keras 3."""
+"""vae_keras: MathWorks' "Train Variational Autoencoder (VAE) to Generate Images" in Keras 3.
 
-import os
+`import vae_keras` is light: Keras (and with it the backend, TensorFlow by
+default) is imported when a name that needs it is first used, so that the
+backend can still be chosen first (`python -m vae_keras --backend jax ...`,
+or `KERAS_BACKEND`).
+"""
 
-# The VAE's train_step is written for TensorFlow (the project's default backend);
-# set it before Keras is first imported, unless the user chose another one.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# Keep TensorFlow's C++ start-up notices (CUDA probing, CPU features) out of the output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import importlib
 
-from vae_keras.config import VAEConfig, quick_run  # noqa: E402
-from vae_keras.data import (  # noqa: E402
-    DEFAULT_DATA_DIR,
-    DataError,
-    MissingDataError,
-    load_mnist,
-    read_idx,
-    write_idx,
-)
-from vae_keras.layers import Sampling  # noqa: E402
-from vae_keras.losses import elbo_loss, kl_loss, reconstruction_loss  # noqa: E402
-from vae_keras.metrics import ELBO  # noqa: E402
-from vae_keras.models import PRETRAINED_MODEL_PATH, VAE, build_decoder, build_encoder, load_vae  # noqa: E402
-from vae_keras.training import TrainingResult, evaluate, read_history, select_device, train  # noqa: E402
+from vae_keras.config import VAEConfig, quick_run
+from vae_keras.startup import import_keras
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it (imported on first use).
+_LAZY = {
+    "DEFAULT_DATA_DIR": "data", "DataError": "data", "MissingDataError": "data",
+    "load_mnist": "data", "read_idx": "data", "write_idx": "data",
+    "Sampling": "layers",
+    "elbo_loss": "losses", "kl_loss": "losses", "reconstruction_loss": "losses",
+    "ELBO": "metrics",
+    "PRETRAINED_MODEL_PATH": "models", "VAE": "models", "build_decoder": "models",
+    "build_encoder": "models", "load_vae": "models",
+    "TrainingResult": "training", "evaluate": "training", "read_history": "training",
+    "select_device": "training", "train": "training",
+}  # fmt: skip
+_SUBMODULES = {
+    "backends", "config", "data", "layers", "losses", "metrics", "models", "plotting", "training",
+}
+
+__all__ = ["VAEConfig", "import_keras", "quick_run", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY or name in _SUBMODULES:
+        import_keras()
+        module = importlib.import_module(f"vae_keras.{_LAZY.get(name, name)}")
+        value = getattr(module, name) if name in _LAZY else module
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vae_keras' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

@@ -1,6 +1,8 @@
-"""Command line: `python -m vae_keras train | evaluate | generate | figures`.
+"""Command line: `python -m vae_keras [--backend NAME] train | evaluate | generate | figures`.
 
 Kept short on purpose: the work is done by the package's importable modules.
+Keras is imported only after the arguments are read, so `--backend` can choose
+its backend first.
 """
 
 import argparse
@@ -9,7 +11,7 @@ import pathlib
 import sys
 import time
 
-import vae_keras  # sets the Keras backend before Keras is imported
+import vae_keras  # light: Keras is imported on first use, after --backend is read
 from vae_keras.config import EXECUTION_ENVIRONMENTS, PRECISIONS, VAEConfig
 
 # Command-line help for each `VAEConfig` field.
@@ -19,15 +21,16 @@ FIELD_HELP = {
     "epochs": "passes over the training data",
     "learning_rate": "Adam's learning rate",
     "adam_epsilon": "Adam's epsilon (MATLAB's default 1e-8)",
-    "execution_environment": "auto: a GPU when TensorFlow sees one; cpu or gpu force one",
+    "execution_environment": "auto: a GPU when the Keras backend sees one; cpu or gpu force one",
     "seed": "seed of the run (same seed, same losses on the CPU)",
     "shuffle": "reshuffle the training images every epoch (the reference does not)",
     "train_size": "use only the first N training images",
     "test_size": "evaluate on only the first N test images",
     "eval_batch_size": "images per batch when evaluating",
-    "jit_compile": "compile the train step with XLA: auto, true or false",
-    "steps_per_execution": "train steps per call into the compiled graph",
+    "jit_compile": "compile the train step (XLA, jax.jit, torch.compile): auto, true or false",
+    "steps_per_execution": "train steps per call into the compiled graph: auto or an integer",
     "precision": "float32 as the reference, or mixed_bfloat16 (bfloat16 arithmetic, float32 weights)",
+    "data_parallel": "split batches over all devices (JAX): auto, true or false",
 }
 
 
@@ -36,6 +39,7 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        vae_keras.import_keras(args.backend)
         return args.run(args)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -129,6 +133,10 @@ def _parser():
         prog="python -m vae_keras",
         description="Train, evaluate and sample the MNIST VAE of MathWorks' example.",
     )
+    parser.add_argument(
+        "--backend", choices=("tensorflow", "jax", "torch"), default=None,
+        help="Keras backend (default: KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow)",
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train with the reference protocol")
@@ -184,8 +192,10 @@ def _add_config_flag(parser, field):
         parser.add_argument(flag, choices=EXECUTION_ENVIRONMENTS, default=default, help=help_text)
     elif field.name == "precision":
         parser.add_argument(flag, choices=PRECISIONS, default=default, help=help_text)
-    elif field.name == "jit_compile":
+    elif field.name in ("jit_compile", "data_parallel"):
         parser.add_argument(flag, type=_auto_bool, default=default, help=help_text)
+    elif field.name == "steps_per_execution":
+        parser.add_argument(flag, type=_auto_or_positive_int, default=default, help=help_text)
     elif field.name in ("learning_rate", "adam_epsilon"):
         parser.add_argument(flag, type=float, default=default, help=help_text)
     elif field.name in ("train_size", "test_size"):
@@ -203,6 +213,10 @@ def _auto_bool(text):
     if value in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected auto, true or false, received {text!r}")
+
+
+def _auto_or_positive_int(text):
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
 
 def _int_at_least(minimum, description):

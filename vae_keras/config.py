@@ -46,7 +46,7 @@ class VAEConfig:
     learning_rate: float = 1e-3
     # Adam's epsilon; 1e-8 is MATLAB's `adamupdate` default (Keras' own is 1e-7).
     adam_epsilon: float = 1e-8
-    # "auto" trains on a GPU when TensorFlow sees one, "cpu" or "gpu" force one.
+    # "auto" trains on a GPU when the Keras backend sees one, "cpu" or "gpu" force one.
     execution_environment: str = "auto"
     # Seeds Python, NumPy and the backend, so a CPU run repeats exactly.
     seed: int = 0
@@ -61,15 +61,22 @@ class VAEConfig:
     # Images per batch when evaluating the test set (does not change the result
     # beyond sampling noise, only the speed and the memory used).
     eval_batch_size: int = 2_000
-    # Compile the train step with XLA: "auto" does so where it measured faster
-    # (see benchmarks/train_throughput.py), True / False force it.
+    # Compile the train step (XLA, jax.jit, torch.compile): "auto" does so where
+    # it measured faster (TensorFlow on a GPU, JAX always, never PyTorch),
+    # True / False force it.
     jit_compile: bool | str = "auto"
-    # Train steps run per call into the compiled graph (fewer Python round trips).
-    steps_per_execution: int = 1
+    # Train steps run per call into the compiled graph (fewer Python round trips):
+    # "auto" picks per backend and device what measured fastest (a whole epoch
+    # per call with JAX on a GPU, else 1), or an integer >= 1.
+    steps_per_execution: int | str = "auto"
     # "float32" computes as the reference does; "mixed_bfloat16" runs the
     # convolutions in bfloat16 (faster on CPUs with AVX512-BF16 or AMX and on
     # recent GPUs) while weights, loss and optimizer stay float32.
     precision: str = "float32"
+    # Split each batch across several devices with keras.distribution.DataParallel:
+    # "auto" does so where JAX sees several devices of the chosen kind, True
+    # insists on it, False uses one device.
+    data_parallel: bool | str = "auto"
 
     def __post_init__(self):
         _check_int("latent_dim", self.latent_dim, minimum=1)
@@ -77,7 +84,8 @@ class VAEConfig:
         _check_int("epochs", self.epochs, minimum=1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("eval_batch_size", self.eval_batch_size, minimum=1)
-        _check_int("steps_per_execution", self.steps_per_execution, minimum=1)
+        if self.steps_per_execution != "auto":
+            _check_int("steps_per_execution", self.steps_per_execution, minimum=1)
         if self.train_size is not None:
             _check_int("train_size", self.train_size, minimum=1)
             if self.train_size > MNIST_TRAIN_SIZE:
@@ -123,13 +131,10 @@ class VAEConfig:
             )
         if not isinstance(self.shuffle, bool):
             raise ValueError(f"shuffle must be True or False, received shuffle={self.shuffle!r}")
-        if self.jit_compile not in (True, False, "auto") or not isinstance(
-            self.jit_compile, (bool, str)
-        ):
-            raise ValueError(
-                "jit_compile must be True, False or 'auto', "
-                f"received jit_compile={self.jit_compile!r}"
-            )
+        for name in ("jit_compile", "data_parallel"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, str)) or value not in (True, False, "auto"):
+                raise ValueError(f"{name} must be True, False or 'auto', received {name}={value!r}")
 
     def steps_per_epoch(self, n_train=None):
         """Number of full mini-batches per epoch: floor(n_train / batch_size).

@@ -8,6 +8,7 @@ import numpy as np
 from keras import layers, ops
 
 from vae_keras import losses
+from vae_keras.backends import Steps
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
 
@@ -75,11 +76,12 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None):
 
 
 @keras.saving.register_keras_serializable(package="vae_keras")
-class VAE(keras.Model):
+class VAE(Steps, keras.Model):
     """A variational autoencoder trained on the reference's ELBO loss.
 
     The model holds an `encoder`, a `Sampling` layer and a `decoder`. Its
-    `train_step` and `test_step` compute, per image,
+    `train_step` and `test_step` (from `vae_keras.backends`, one pair per Keras
+    backend) compute, per image,
     reconstruction = sum of 0.5 * (x_pred - x)^2 over the pixels and
     KL = -0.5 * sum(1 + logvar - mean^2 - exp(logvar)), and the loss is their
     sum averaged over the batch. `fit` and `evaluate` report `elbo`,
@@ -212,21 +214,22 @@ class VAE(keras.Model):
             "kl_loss": losses.kl_loss(z_mean, z_log_var),
         }
 
-    def train_step(self, data):
-        x = _images(data)
+    def loss_and_terms(self, x, training=False):
+        """The loss a train step minimises, and its per-image terms.
 
-        def loss_fn():
-            terms = self.loss_terms(x, training=True)
-            return ops.mean(terms["reconstruction_loss"] + terms["kl_loss"]), terms
+        Args:
+            x: images, shape (batch, 28, 28, 1).
+            training: passed to the encoder and decoder.
 
-        gradients, terms = _gradients(loss_fn, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_metrics(terms)
+        Returns:
+            `(loss, terms)`: the batch mean of reconstruction + KL, and the dict
+            of `loss_terms`.
+        """
+        terms = self.loss_terms(x, training=training)
+        return ops.mean(terms["reconstruction_loss"] + terms["kl_loss"]), terms
 
-    def test_step(self, data):
-        return self._update_metrics(self.loss_terms(_images(data), training=False))
-
-    def _update_metrics(self, terms):
+    def update_metrics(self, terms):
+        """Adds a batch's per-image terms to the ELBO and loss trackers; returns their results."""
         self.elbo_tracker.update_state(terms["reconstruction_loss"], terms["kl_loss"])
         self.reconstruction_loss_tracker.update_state(terms["reconstruction_loss"])
         self.kl_loss_tracker.update_state(terms["kl_loss"])
@@ -247,39 +250,6 @@ class VAE(keras.Model):
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)
-
-
-def _images(data):
-    """The images of a batch that may come as x, (x,), (x, y) or (x, y, w)."""
-    if isinstance(data, (tuple, list)):
-        return data[0]
-    return data
-
-
-def _gradients(loss_fn, variables):
-    """Gradients of `loss_fn()[0]` with respect to `variables`: the one backend-specific place.
-
-    Args:
-        loss_fn: a function of no arguments returning `(loss, auxiliary)`.
-        variables: the variables to differentiate with respect to.
-
-    Returns:
-        `(gradients, auxiliary)`.
-
-    Raises:
-        NotImplementedError: for a backend other than TensorFlow.
-    """
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise NotImplementedError(
-            f"VAE.train_step supports the TensorFlow backend; KERAS_BACKEND is {backend!r}. "
-            "Set KERAS_BACKEND=tensorflow before importing keras."
-        )
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        loss, auxiliary = loss_fn()
-    return tape.gradient(loss, variables), auxiliary
 
 
 def _check_latent_dim(latent_dim):

@@ -1,5 +1,6 @@
 """Training with the reference protocol: device choice, per-epoch test ELBO, checkpoints, resume."""
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -11,7 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vae_keras.config import VAEConfig
+from vae_keras import backends
+from vae_keras.config import EXECUTION_ENVIRONMENTS, VAEConfig
 from vae_keras.data import load_mnist
 from vae_keras.models import VAE
 
@@ -30,44 +32,43 @@ REFERENCE_TEST_ELBO = (
 )  # fmt: skip
 
 
-def visible_gpus():
-    """The GPUs TensorFlow can use, as a list of physical device names."""
-    import tensorflow as tf
-
-    return [device.name for device in tf.config.list_physical_devices("GPU")]
-
-
 def select_device(execution_environment="auto", verbose=True):
     """Chooses where to train, as the reference's `executionEnvironment` does.
 
+    The same on every Keras backend; each backend is asked for its own GPUs
+    (`tf.config`, `jax.devices()`, `torch.cuda`).
+
     Args:
-        execution_environment: "auto" (a GPU when TensorFlow sees one, else the
-            CPU), "cpu" (the CPU even where a GPU exists) or "gpu".
-        verbose: print the choice.
+        execution_environment: "auto" (a GPU when the backend sees one, else
+            the CPU), "cpu" (the CPU even where a GPU exists) or "gpu".
+        verbose: print the backend and the choice.
 
     Returns:
         A device name for `keras.device`: "gpu:0" or "cpu:0".
 
     Raises:
         ValueError: for an unknown environment.
-        RuntimeError: for "gpu" when TensorFlow sees no GPU.
+        RuntimeError: for "gpu" when the backend sees no GPU.
     """
-    if execution_environment not in ("auto", "cpu", "gpu"):
+    if execution_environment not in EXECUTION_ENVIRONMENTS:
         raise ValueError(
-            "execution_environment must be 'auto', 'cpu' or 'gpu', "
+            f"execution_environment must be one of {EXECUTION_ENVIRONMENTS}, "
             f"received execution_environment={execution_environment!r}"
         )
-    gpus = [] if execution_environment == "cpu" else visible_gpus()
+    gpus = [] if execution_environment == "cpu" else backends.visible_gpus()
     if execution_environment == "gpu" and not gpus:
         raise RuntimeError(
-            "execution_environment='gpu' but TensorFlow sees no GPU. Install a CUDA "
-            "build of TensorFlow (pip install 'tensorflow[and-cuda]') on a machine with "
-            "an NVIDIA GPU, or use execution_environment='auto' or 'cpu'."
+            f"execution_environment='gpu' but Keras' {backends.BACKEND} backend sees no GPU. "
+            f"Install a GPU build ({backends.gpu_install_hint()}) on a machine with an "
+            "NVIDIA GPU, or use execution_environment='auto' or 'cpu'."
         )
     device = "gpu:0" if gpus else "cpu:0"
     if verbose:
         where = f"the GPU ({gpus[0]})" if gpus else "the CPU"
-        print(f"Execution environment {execution_environment!r}: training on {where}, device {device!r}.")
+        print(
+            f"Keras backend {backends.BACKEND!r}, execution environment "
+            f"{execution_environment!r}: training on {where}, device {device!r}."
+        )
     return device
 
 
@@ -79,76 +80,143 @@ def make_optimizer(config):
 
 
 def resolve_jit_compile(config, device):
-    """XLA or not: "auto" uses it on a GPU only (on the CPU it measured slower)."""
-    if config.jit_compile == "auto":
-        return device.startswith("gpu")
-    return bool(config.jit_compile)
+    """Whether the train step is compiled (XLA on TensorFlow, `jax.jit`, `torch.compile`).
+
+    "auto" follows measurements (README, "Backends"): TensorFlow uses XLA on a
+    GPU only (on this project's CPU it ran 2x slower); JAX always compiles (its
+    eager mode runs op by op); PyTorch runs eagerly (`torch.compile` made the
+    reference protocol slower on an H200: 52 s against 26 s).
+    """
+    if config.jit_compile != "auto":
+        return bool(config.jit_compile)
+    if backends.BACKEND == "jax":
+        return True
+    return backends.BACKEND == "tensorflow" and device.startswith("gpu")
 
 
-def build_model(config, device="cpu:0"):
+def resolve_steps_per_execution(config, device, steps_per_epoch):
+    """Train steps per compiled call: "auto" runs a whole epoch per call with JAX on a GPU.
+
+    There a step takes under 2 ms and Python's round trip between steps
+    matters (0.184 s against 0.19-0.23 s per epoch on an H200); on the CPU a
+    step takes 0.2 s and 5 steps per call measured no faster (1.02x), so 1.
+    """
+    if config.steps_per_execution != "auto":
+        return config.steps_per_execution
+    if backends.BACKEND == "jax" and device.startswith("gpu"):
+        return steps_per_epoch
+    return 1
+
+
+def make_distribution(config, device):
+    """Keras' `DataParallel` over every device of the chosen kind, or None for one device.
+
+    "auto" splits each batch across devices where JAX sees several (several
+    GPUs, or CPUs made with `XLA_FLAGS=--xla_force_host_platform_device_count=N`);
+    True insists on it; False trains on one device.
+
+    Raises:
+        ValueError: for `data_parallel=True` on a backend other than JAX or
+            with one device, or a batch size the devices cannot share evenly.
+    """
+    kind = device.split(":")[0]
+    count = backends.devices_of_kind(kind)
+    wanted = config.data_parallel
+    if wanted is False or (wanted == "auto" and (backends.BACKEND != "jax" or count < 2)):
+        return None
+    if backends.BACKEND != "jax" or count < 2:
+        raise ValueError(
+            f"data_parallel=True needs the JAX backend and several devices; the "
+            f"{backends.BACKEND} backend sees {count} {kind.upper()} device(s)"
+        )
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(config, name) % count:
+            raise ValueError(
+                f"{name} must be a multiple of the {count} devices that share each batch, "
+                f"received {name}={getattr(config, name)!r}"
+            )
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices(kind))
+
+
+def build_model(config, device="cpu:0", steps_per_epoch=None):
     """A new `VAE` compiled with the configuration's optimizer and step settings.
 
     Args:
         config: a `VAEConfig`.
-        device: the device it will train on (decides "auto" XLA compilation).
+        device: the device it will train on (decides the "auto" settings).
+        steps_per_epoch: batches per epoch, for `steps_per_execution="auto"`;
+            None: `config.steps_per_epoch()`.
 
     Returns:
         A compiled `VAE`.
     """
+    if steps_per_epoch is None:
+        steps_per_epoch = config.steps_per_epoch()
     model = VAE(latent_dim=config.latent_dim, seed=config.seed, precision=config.precision)
     model.compile(
         optimizer=make_optimizer(config),
         jit_compile=resolve_jit_compile(config, device),
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=resolve_steps_per_execution(config, device, steps_per_epoch),
     )
     return model
 
 
-class EpochBatches:
-    """The training images as a `tf.data` pipeline of whole mini-batches.
+class EpochBatches(keras.utils.PyDataset):
+    """The training images as NumPy mini-batches, for every backend.
 
     Like the reference, an epoch is floor(N / batch_size) full batches, taken
     in order, and the remainder is left out. With `shuffle=True` the order of
     epoch `e` is a permutation drawn from the seed and `e` alone, so a resumed
-    run sees the same batches as an uninterrupted one. The order lives in a
-    variable that the pipeline reads, so changing it costs no Python per batch.
+    run sees the same batches as an uninterrupted one.
+
+    The dataset is one long sequence over all remaining epochs (`fit` gets
+    `steps_per_epoch=steps`): batch `i` belongs to epoch `first_epoch +
+    i // steps`. Its order is thus fixed by its index, whatever Keras
+    prefetches ahead (TensorFlow reads the next epoch's first batches before
+    the epoch begins).
 
     Args:
         x: images, shape (N, 28, 28, 1).
         batch_size: images per batch.
+        epochs: the run's number of epochs.
         shuffle: reshuffle before each epoch.
         seed: seed of the permutations.
 
     Attributes:
-        dataset: the `tf.data.Dataset` to pass to `fit`.
         steps: batches per epoch.
+        first_epoch: the epoch (0-based) batch 0 belongs to: 0, or where a
+            resumed run starts; set before training starts.
     """
 
-    def __init__(self, x, batch_size, shuffle=False, seed=0):
-        import tensorflow as tf
-
+    def __init__(self, x, batch_size, epochs, shuffle=False, seed=0):
+        super().__init__()
         if batch_size > len(x):
             raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training images")
+        self.x = x
         self.batch_size = batch_size
+        self.epochs = epochs
         self.shuffle = shuffle
         self.seed = seed
         self.steps = len(x) // batch_size
-        self.size = len(x)
-        with tf.device("cpu:0"):
-            images = tf.constant(x)
-            self.order = tf.Variable(tf.range(len(x)), trainable=False, name="epoch_order")
-        order = self.order
+        self.first_epoch = 0
+        self._orders = {}
 
-        def batch(index):
-            start = index * batch_size
-            return tf.gather(images, order[start : start + batch_size])
+    def __len__(self):
+        return self.steps * self.epochs
 
-        self.dataset = tf.data.Dataset.range(self.steps).map(batch)
+    def __getitem__(self, index):
+        epoch, step = divmod(index, self.steps)
+        start = step * self.batch_size
+        if not self.shuffle:
+            return (self.x[start : start + self.batch_size],)
+        order = self.order(self.first_epoch + epoch)
+        return (self.x[order[start : start + self.batch_size]],)
 
-    def set_epoch(self, epoch):
-        """Selects the order of epoch `epoch` (0-based): in order, or a seeded permutation."""
-        if self.shuffle:
-            self.order.assign(np.random.default_rng([self.seed, epoch]).permutation(self.size))
+    def order(self, epoch):
+        """The permutation of the training images in epoch `epoch` (0-based)."""
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.x))}
+        return self._orders[epoch]
 
 
 class TrainingMonitor(keras.callbacks.Callback):
@@ -180,8 +248,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._last_batch_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.batches is not None:
-            self.batches.set_epoch(epoch)
+        if self.batches is not None and self._epoch_start is None:
+            self.batches.first_epoch = epoch  # a resumed run starts after epoch 0
         sampling = getattr(self.model, "sampling", None)
         if sampling is not None:
             # SeedGenerator state is [seed, counter]; each epoch gets its own counter range.
@@ -273,11 +341,10 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     device = select_device(config.execution_environment, verbose=bool(verbose))
     _prepare_output_dir(output_dir, config, overwrite)
 
-    keras.utils.set_random_seed(config.seed)
-    jit_compile = resolve_jit_compile(config, device)
-    if not jit_compile:
+    backends.set_random_seed(config.seed)
+    if not resolve_jit_compile(config, device):
         # Keras turns XLA off where op determinism is on, so only without XLA.
-        _enable_determinism()
+        backends.enable_determinism(device)
     (x_train, _), (x_test, _) = data if data is not None else load_mnist()
     if config.train_size is not None:
         x_train = x_train[: config.train_size]
@@ -287,13 +354,26 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
         raise ValueError(
             f"batch_size={config.batch_size} is larger than the {len(x_train)} training images"
         )
-    batches = EpochBatches(x_train, config.batch_size, shuffle=config.shuffle, seed=config.seed)
+    batches = EpochBatches(
+        x_train, config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed
+    )
+    distribution = make_distribution(config, device)
 
     monitor = TrainingMonitor(batches, config.seed, output_dir / MODEL_FILE, verbose=bool(verbose))
     resumed = (output_dir / BACKUP_DIR).exists()
-    with keras.device(device):
-        model = build_model(config, device)
+    with backends.device_scope(device), (distribution.scope() if distribution else contextlib.nullcontext()):
+        model = build_model(config, device, batches.steps)
+        if verbose:
+            print(
+                f"Compiled: jit_compile={model.jit_compile}, steps_per_execution="
+                f"{model.steps_per_execution}"
+                + (f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else "")
+                + "."
+            )
         all_callbacks = [
+            # The progress bar first, so that its epoch line is finished before
+            # the reference's line is printed below it.
+            keras.callbacks.ProgbarLogger(),
             monitor,
             keras.callbacks.BackupAndRestore(str(output_dir / BACKUP_DIR)),
             keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resumed),
@@ -301,15 +381,20 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
         ]
         if resumed and verbose:
             print(f"Resuming the interrupted run in {output_dir} after its last finished epoch.")
+        start = time.perf_counter()
         model.fit(
-            batches.dataset,
-            shuffle=False,  # EpochBatches orders the batches itself
+            batches,
+            shuffle=False,  # EpochBatches orders the images itself
+            steps_per_epoch=batches.steps,
             epochs=config.epochs,
             validation_data=x_test,
             validation_batch_size=config.eval_batch_size,
             callbacks=all_callbacks,
             verbose=verbose,
         )
+    seconds = time.perf_counter() - start
+    if verbose:
+        print(f"Training took {seconds:.1f} s (compilation, {config.epochs} epochs' training and test evaluations).")
     history = read_history(output_dir / HISTORY_FILE)
     if monitor.nan_at is not None:
         epoch, batch = monitor.nan_at
@@ -398,12 +483,3 @@ def _prepare_output_dir(output_dir, config, overwrite):
             )
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config_json, indent=2) + "\n")
-
-
-def _enable_determinism():
-    """Makes TensorFlow's CPU kernels repeatable (same seed, same losses)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
