@@ -455,6 +455,7 @@ def plot_iwae_bound(ks, bounds, elbo=None, path=None):
     if elbo is not None:
         axis.axhline(elbo, color="tab:gray", linestyle="--", label=f"ELBO loss ({elbo:.2f})")
     axis.set_xscale("log")
+    axis.margins(x=0.1, y=0.15)  # room for the labels above the points
     axis.set(xlabel="samples per image k", ylabel="loss (nats per image)",
              title="The importance-weighted bound tightens with k")
     axis.grid(alpha=0.3)
