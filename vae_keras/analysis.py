@@ -205,7 +205,17 @@ def active_units(kl, threshold=ACTIVE_THRESHOLD):
 
 
 def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
-    """Encodes images in batches into NumPy float32 means and log-variances, each (N, latent_dim)."""
+    """Encodes images in batches into NumPy means and log-variances.
+
+    Args:
+        model: a `vae_keras.VAE`, or any object whose `encode(x)` returns
+            `(z_mean, z_log_var)`.
+        x: images, shape (N, ...) as the model takes them.
+        batch_size: images per encoder call (memory only).
+
+    Returns:
+        A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
+    """
     means, log_variances = [], []
     for start in range(0, len(x), batch_size):
         z_mean, z_log_var = model.encode(x[start : start + batch_size])
