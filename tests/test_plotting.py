@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import keras
+import matplotlib.colors
 import numpy as np
 import pytest
 
@@ -107,6 +108,73 @@ def test_reconstructions_rejects_lengths_that_differ(model, test_data):
     x, y = test_data
     with pytest.raises(ValueError, match="same length"):
         plotting.plot_reconstructions(model, x, y[:-1])
+
+
+# Reconstructions through the mean and through a sample
+
+
+def test_mean_vs_sample_panels(model, test_data):
+    x, y = test_data
+    figure = plotting.plot_mean_vs_sample_reconstructions(model, x, y, seed=0)
+    assert [axis.get_title() for axis in figure.axes] == [str(d) for d in range(10)] * 2
+    reference_panels = image_arrays(plotting.plot_reconstructions(model, x, y, seed=0))
+    panels = image_arrays(figure)
+    assert len(panels) == 20
+    originals = np.stack([panel[:, :28] for panel in panels])[..., None]
+    through_mean = np.asarray(model.decode(model.encode(originals)[0]))
+    for panel, reference, mean_image in zip(panels, reference_panels, through_mean):
+        assert panel.shape == (28, 86)
+        np.testing.assert_array_equal(panel[:, 28], 1.0)
+        np.testing.assert_array_equal(panel[:, 57], 1.0)
+        # The same images as plot_reconstructions with the same seed...
+        np.testing.assert_array_equal(panel[:, :28], reference[:, :28])
+        # ...the middle decodes the mean, the right is the sampled reconstruction.
+        np.testing.assert_allclose(panel[:, 29:57], mean_image[..., 0], atol=1e-5)
+        np.testing.assert_allclose(panel[:, 58:], reference[:, 29:], atol=1e-6)
+    assert not np.allclose(panels[0][:, 29:57], panels[0][:, 58:])
+
+
+def test_mean_vs_sample_missing_digit_names_it(model, test_data):
+    x, y = test_data
+    keep = y != 3
+    with pytest.raises(ValueError, match="digit\\(s\\) 3"):
+        plotting.plot_mean_vs_sample_reconstructions(model, x[keep], y[keep])
+
+
+# KL per dimension and the IWAE bound
+
+
+def test_kl_per_dimension_bars(tmp_path):
+    kl = np.array([1.5, 0.001, 0.3, 0.0, 0.02])
+    figure = plotting.plot_kl_per_dimension(kl, path=tmp_path / "kl.png")
+    (axis,) = figure.axes
+    bars = axis.patches
+    np.testing.assert_allclose([bar.get_height() for bar in bars], kl)
+    active = [bar.get_facecolor() == matplotlib.colors.to_rgba("tab:blue") for bar in bars]
+    assert active == [True, False, True, False, True]
+    assert axis.get_title().startswith("KL per latent dimension: 3 of 5 active")
+    assert_png(tmp_path / "kl.png")
+
+
+def test_kl_per_dimension_rejects_a_matrix():
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        plotting.plot_kl_per_dimension(np.ones((2, 3)))
+
+
+def test_iwae_bound_figure():
+    figure = plotting.plot_iwae_bound([1, 10, 100], [18.1, 17.5, 17.4], elbo=18.2)
+    (axis,) = figure.axes
+    assert axis.get_xscale() == "log"
+    line, elbo_line = axis.get_lines()
+    np.testing.assert_allclose(line.get_xdata(), [1, 10, 100])
+    np.testing.assert_allclose(line.get_ydata(), [18.1, 17.5, 17.4])
+    np.testing.assert_allclose(elbo_line.get_ydata(), [18.2, 18.2])
+    assert [text.get_text() for text in axis.texts] == ["18.10", "17.50", "17.40"]
+
+
+def test_iwae_bound_figure_rejects_lengths_that_differ():
+    with pytest.raises(ValueError, match=r"\(2,\) and \(3,\)"):
+        plotting.plot_iwae_bound([1, 10], [18.0, 17.5, 17.4])
 
 
 # Latent space

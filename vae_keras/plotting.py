@@ -53,27 +53,9 @@ def plot_reconstructions(model, x, y, seed=None, path=None):
     """
     x = _images(x)
     y = _labels(y, x)
-    by_digit = [np.flatnonzero(y == digit) for digit in range(10)]
-    missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
-    if missing:
-        raise ValueError(
-            f"plot_reconstructions needs at least one image of each digit 0-9; "
-            f"y has no image of digit(s) {', '.join(map(str, missing))}"
-        )
-    rng = np.random.default_rng(seed)
-    digits = [digit for _ in range(2) for digit in range(10)]
-    chosen = np.array([rng.choice(by_digit[digit]) for digit in digits])
+    digits, chosen = _two_per_digit(y, seed, "plot_reconstructions")
     originals = x[chosen]
-
-    state = model.sampling.seed_generator.state
-    saved_state = ops.convert_to_numpy(state.value)
-    if seed is not None:
-        state.assign(np.array([seed, 0], dtype="uint32"))
-    try:
-        reconstructions = ops.convert_to_numpy(model(originals, training=False))
-    finally:
-        if seed is not None:
-            state.assign(saved_state)
+    reconstructions = _sampled_reconstructions(model, originals, seed)
 
     figure = matplotlib.figure.Figure(figsize=(10, 6.4))
     axes = figure.subplots(4, 5)
@@ -344,6 +326,144 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
     return figure
 
 
+def plot_mean_vs_sample_reconstructions(model, x, y, seed=None, path=None):
+    """The images of `plot_reconstructions`, decoded through the mean and through a sample.
+
+    The same 20 test images as `plot_reconstructions(model, x, y, seed)` (two
+    of each digit). Each of the 4x5 panels shows
+    `[original | mean | sample]`, three 28x28 images with 1-pixel white
+    columns between them (a 28x86 image): "mean" decodes the code's mean
+    z = mu, "sample" decodes z = mu + sigma * eps, as the reference's
+    reconstructions do (with the same seed, the same noise as
+    `plot_reconstructions`, so the right third is its right half). Where the
+    two differ, the sampling noise, not the decoder, changed the digit.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x: images, shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
+        y: their digit labels, shape (N,).
+        seed: int or None; seeds the choice of images and the sampling noise,
+            as in `plot_reconstructions`. None: random.
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`, with 20 panels titled by digit.
+
+    Raises:
+        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no
+            image in `y`.
+    """
+    x = _images(x)
+    y = _labels(y, x)
+    digits, chosen = _two_per_digit(y, seed, "plot_mean_vs_sample_reconstructions")
+    originals = x[chosen]
+    sampled = _sampled_reconstructions(model, originals, seed)
+    z_mean, _ = model.encode(originals)
+    through_mean = ops.convert_to_numpy(model.decode(z_mean))
+
+    figure = matplotlib.figure.Figure(figsize=(12, 6.4))
+    axes = figure.subplots(4, 5)
+    separator = np.ones((28, 1), dtype="float32")
+    for axis, digit, original, mean_image, sample_image in zip(
+        axes.flat, digits, originals, through_mean, sampled
+    ):
+        panel = np.concatenate(
+            [original[..., 0], separator, mean_image[..., 0], separator, sample_image[..., 0]], axis=1
+        )
+        axis.imshow(panel, **_IMAGE_STYLE)
+        axis.set_title(str(digit))
+        axis.set_axis_off()
+    figure.suptitle("Original | decoded from the mean | decoded from a sample")
+    _save(figure, path)
+    return figure
+
+
+def plot_kl_per_dimension(kl, threshold=None, path=None):
+    """A bar chart of the KL term of each latent dimension, active units coloured.
+
+    Args:
+        kl: the mean KL per dimension in nats, as
+            `vae_keras.analysis.kl_per_dimension` returns, shape (latent_dim,).
+        threshold: dimensions above it (in nats) are drawn as active and a
+            dashed line marks it; None: `vae_keras.analysis.ACTIVE_THRESHOLD`
+            (0.01).
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`: one bar per dimension (x = dimension
+        index from 0, height = KL) and a title giving the number of active
+        units.
+
+    Raises:
+        ValueError: if `kl` is not a non-empty 1-D array.
+    """
+    from vae_keras import analysis
+
+    kl = np.asarray(kl, dtype="float64")
+    if kl.ndim != 1 or len(kl) == 0:
+        raise ValueError(f"kl must be a non-empty 1-D array (one value per dimension), received shape {kl.shape}")
+    threshold = analysis.ACTIVE_THRESHOLD if threshold is None else threshold
+    active = analysis.active_units(kl, threshold)
+    figure = matplotlib.figure.Figure(figsize=(8, 3.6), layout="constrained")
+    axis = figure.subplots()
+    colors = np.where(active, "tab:blue", "tab:gray")
+    axis.bar(np.arange(len(kl)), kl, color=colors)
+    axis.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
+    axis.set_xticks(np.arange(len(kl)))
+    axis.set(
+        xlabel="latent dimension",
+        ylabel="mean KL (nats)",
+        title=f"KL per latent dimension: {int(active.sum())} of {len(kl)} active (KL > {threshold:g} nats)",
+    )
+    axis.grid(axis="y", alpha=0.3)
+    _save(figure, path)
+    return figure
+
+
+def plot_iwae_bound(ks, bounds, elbo=None, path=None):
+    """The importance-weighted bound against the number of samples k, on a log axis.
+
+    Args:
+        ks: the numbers of samples, e.g. `[1, 10, 100, 1000]`.
+        bounds: the bound for each, in loss units, as
+            `vae_keras.analysis.iwae_bound` returns.
+        elbo: the ELBO loss of the same images, drawn as a dashed line; None:
+            not drawn.
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`: one line with a marker per k (log x
+        axis), and the ELBO line when given.
+
+    Raises:
+        ValueError: if `ks` and `bounds` differ in length or are empty, or a
+            k is not positive.
+    """
+    ks = np.asarray(ks, dtype="float64")
+    bounds = np.asarray(bounds, dtype="float64")
+    if ks.ndim != 1 or ks.shape != bounds.shape or len(ks) == 0:
+        raise ValueError(
+            f"ks and bounds must be 1-D, non-empty and of the same length, received shapes {ks.shape} and {bounds.shape}"
+        )
+    if np.any(ks < 1):
+        raise ValueError(f"every k must be >= 1, received ks={ks.tolist()}")
+    figure = matplotlib.figure.Figure(figsize=(6.4, 4), layout="constrained")
+    axis = figure.subplots()
+    axis.plot(ks, bounds, marker="o", color="tab:blue", label="IWAE bound, -log p(x) estimate")
+    for k, bound in zip(ks, bounds):
+        axis.annotate(f"{bound:.2f}", (k, bound), textcoords="offset points", xytext=(0, 6), ha="center")
+    if elbo is not None:
+        axis.axhline(elbo, color="tab:gray", linestyle="--", label=f"ELBO loss ({elbo:.2f})")
+    axis.set_xscale("log")
+    axis.margins(x=0.1, y=0.15)  # room for the labels above the points
+    axis.set(xlabel="samples per image k", ylabel="loss (nats per image)",
+             title="The importance-weighted bound tightens with k")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    _save(figure, path)
+    return figure
+
+
 def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
     """Writes every figure of notebook 4 as PNG files, on the MNIST test set.
 
@@ -433,6 +553,33 @@ def tile_images(images, columns=None):
         row, column = divmod(index, columns)
         tile[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
     return tile
+
+
+def _two_per_digit(y, seed, function):
+    """The digits 0-9 twice and, for each, the index of a random image of it (seeded)."""
+    by_digit = [np.flatnonzero(y == digit) for digit in range(10)]
+    missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
+    if missing:
+        raise ValueError(
+            f"{function} needs at least one image of each digit 0-9; "
+            f"y has no image of digit(s) {', '.join(map(str, missing))}"
+        )
+    rng = np.random.default_rng(seed)
+    digits = [digit for _ in range(2) for digit in range(10)]
+    return digits, np.array([rng.choice(by_digit[digit]) for digit in digits])
+
+
+def _sampled_reconstructions(model, x, seed):
+    """`model(x)` (through a sampled code) with the sampling noise seeded, the generator restored after."""
+    state = model.sampling.seed_generator.state
+    saved_state = ops.convert_to_numpy(state.value)
+    if seed is not None:
+        state.assign(np.array([seed, 0], dtype="uint32"))
+    try:
+        return ops.convert_to_numpy(model(x, training=False))
+    finally:
+        if seed is not None:
+            state.assign(saved_state)
 
 
 def _save(figure, path):

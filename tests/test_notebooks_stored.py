@@ -1,0 +1,96 @@
+"""The notebooks are stored with the outputs of a full run: every code cell has output, none an error or noise.
+
+The outputs are made by `python tools/execute_notebooks.py` (see its docstring);
+run it again after changing a notebook.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+REGENERATE = "regenerate the stored outputs with `python tools/execute_notebooks.py`"
+# TensorFlow's start-up and runtime notices that must not reach the reader.
+TENSORFLOW_NOISE = (
+    "cuInit",
+    "oneDNN",
+    "cpu_feature_guard",
+    "cudart_stub",
+    "use_unbounded_threadpool",
+    "absl::InitializeLog",
+)
+
+
+def code_cells(path):
+    """The code cells of a notebook, with their index among all cells."""
+    notebook = nbformat.read(path, as_version=4)
+    return [(index, cell) for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+
+
+def stream_text(cell):
+    """Everything the cell wrote to stdout and stderr."""
+    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+
+
+def test_the_four_notebooks_are_found():
+    assert [path.name for path in NOTEBOOKS] == [
+        "01_data.ipynb", "02_architecture.ipynb", "03_training.ipynb", "04_visualization.ipynb",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_every_code_cell_has_outputs(path):
+    empty = [index for index, cell in code_cells(path) if not cell.outputs]
+    assert not empty, f"{path.name}: code cells {empty} (counted from 0) have no output; {REGENERATE}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_no_cell_holds_an_error(path):
+    errors = [
+        f"cell {index}: {output.ename}: {output.evalue}"
+        for index, cell in code_cells(path)
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+    assert not errors, f"{path.name}: " + "; ".join(errors)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_no_tensorflow_noise_in_the_outputs(path):
+    noisy = [
+        f"cell {index}: {word!r}"
+        for index, cell in code_cells(path)
+        for word in TENSORFLOW_NOISE
+        if word in stream_text(cell)
+    ]
+    assert not noisy, f"{path.name}: TensorFlow notices in the outputs: {', '.join(noisy)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_every_figure_is_an_image(path):
+    # A figure shown without inline display leaves only its text, "<Figure size ...>".
+    bare = [
+        index
+        for index, cell in code_cells(path)
+        for output in cell.outputs
+        if output.output_type in ("execute_result", "display_data")
+        and output.data.get("text/plain", "").startswith("<Figure size")
+        and "image/png" not in output.data
+    ]
+    assert not bare, f"{path.name}: cells {bare} show a figure as text, not as an image"
+
+
+def test_notebook_3_is_stored_from_the_full_run():
+    cells = code_cells(NOTEBOOK_DIR / "03_training.ipynb")
+    text = "".join(stream_text(cell) for _, cell in cells)
+    assert "full run with the reference settings" in text, "notebook 3 was stored from a quick run"
+    assert "Epoch : 50 Test ELBO loss" in text, "notebook 3's stored outputs do not reach epoch 50"
+    assert "CPU: " in text and " cores" in text, "notebook 3 does not name the machine it ran on"
+
+
+def test_notebook_4_is_stored_from_the_full_run():
+    text = "".join(stream_text(cell) for _, cell in code_cells(NOTEBOOK_DIR / "04_visualization.ipynb"))
+    assert "Full run" in text and "Quick run" not in text
+    assert "k = 1000" in text, "notebook 4's IWAE section did not run to k = 1000"

@@ -1,0 +1,233 @@
+"""How good is a trained VAE: the importance-weighted bound on log p(x) and the KL per latent dimension."""
+
+import math
+
+import numpy as np
+from keras import ops
+
+# Images x samples decoded per decoder call in `iwae_bound`: bounds the memory
+# (10,000 MNIST decodings are 31 MB of float32).
+IWAE_BATCH_SIZE = 10_000
+# Images per encoder call when encoding a data set.
+ENCODE_BATCH_SIZE = 2_000
+# A latent dimension whose KL, averaged over the images, exceeds this many nats
+# is counted as active.
+ACTIVE_THRESHOLD = 0.01
+
+
+def log_importance_weights(x, x_pred, z, z_mean, z_log_var):
+    """log [p(x|z) p(z) / q(z|x)] for each (image, code) pair, constants left out.
+
+    With a unit-variance Gaussian decoder, a standard normal prior and a
+    diagonal Gaussian q(z|x) = N(z_mean, exp(z_log_var)):
+
+    log w = -sum_pixels 0.5 (x_pred - x)^2 - sum_j 0.5 z_j^2
+            + sum_j 0.5 (z_log_var_j + (z_j - z_mean_j)^2 / exp(z_log_var_j)).
+
+    The 2*pi terms of p(z) and q(z|x) cancel; the decoder's
+    `D * 0.5 * log(2 pi)` (720.4 nats for D = 784 pixels) is left out, as the
+    ELBO loss leaves it out, so `-mean(log w)` over codes drawn from q is the
+    ELBO loss in expectation.
+
+    Args:
+        x: images, shape (n, ...), the pixels flattened per image.
+        x_pred: decodings of `z`, same shape as `x`.
+        z: codes drawn from q(z|x), shape (n, latent_dim).
+        z_mean: the means of q(z|x), shape (n, latent_dim).
+        z_log_var: the log-variances of q(z|x), shape (n, latent_dim).
+
+    Returns:
+        A float64 NumPy array of shape (n,).
+
+    Raises:
+        ValueError: if the shapes disagree.
+    """
+    x, x_pred, z, z_mean, z_log_var = (
+        np.asarray(ops.convert_to_numpy(value), dtype="float64")
+        for value in (x, x_pred, z, z_mean, z_log_var)
+    )
+    if x.shape != x_pred.shape:
+        raise ValueError(f"x and x_pred must have the same shape, received {x.shape} and {x_pred.shape}")
+    if not (z.shape == z_mean.shape == z_log_var.shape) or z.ndim != 2 or len(z) != len(x):
+        raise ValueError(
+            "z, z_mean and z_log_var must all have shape (n, latent_dim) with n the number of "
+            f"images ({len(x)}), received {z.shape}, {z_mean.shape} and {z_log_var.shape}"
+        )
+    log_likelihood = -0.5 * np.square(x_pred - x).reshape(len(x), -1).sum(axis=1)
+    log_prior = -0.5 * np.square(z).sum(axis=1)
+    log_posterior = -0.5 * (z_log_var + np.square(z - z_mean) * np.exp(-z_log_var)).sum(axis=1)
+    return log_likelihood + log_prior - log_posterior
+
+
+def importance_weighted_loss(log_weights):
+    """The IWAE bound per image from its k log importance weights, in loss units.
+
+    -log( (1/k) sum_i w_i ) = -(logsumexp_i log w_i - log k), computed with the
+    largest weight factored out so that weights of e^-700 do not underflow.
+
+    Args:
+        log_weights: array of shape (n, k): k log weights for each of n images.
+
+    Returns:
+        A float64 NumPy array of shape (n,).
+
+    Raises:
+        ValueError: if `log_weights` is not 2-D with at least one column.
+
+    Example:
+
+    >>> importance_weighted_loss(np.log([[1.0, 3.0]]))  # -log(2)
+    array([-0.69314718])
+    """
+    log_weights = np.asarray(log_weights, dtype="float64")
+    if log_weights.ndim != 2 or log_weights.shape[1] < 1:
+        raise ValueError(
+            f"log_weights must have shape (n, k) with k >= 1, received shape {log_weights.shape}"
+        )
+    largest = log_weights.max(axis=1, keepdims=True)
+    log_sum = largest[:, 0] + np.log(np.exp(log_weights - largest).sum(axis=1))
+    return -(log_sum - math.log(log_weights.shape[1]))
+
+
+def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_image=False):
+    """The importance-weighted estimate of -log p(x) with k samples (Burda et al. 2016).
+
+    For each image, k codes z_1..z_k are drawn from the encoder's q(z|x) and
+
+    bound = -log( (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) ),
+
+    reported in the units of the ELBO loss: per image, with the unit-variance
+    Gaussian decoder's constant `D * 0.5 * log(2 pi)` (720.4 for MNIST) left
+    out. With k = 1 it is the ELBO loss (in expectation); it decreases as k
+    grows and tends to -log p(x) (up to that constant) as k goes to infinity.
+    The codes of all images are decoded `batch_size` at a time, so the memory
+    does not grow with k.
+
+    Args:
+        model: a `vae_keras.VAE`, or any object with `encode(x)` returning
+            `(z_mean, z_log_var)`, `decode(z)` returning images shaped as `x`,
+            and `latent_dim`.
+        x: images, shape (N, ...) as the model takes them.
+        k: number of samples per image, a positive integer.
+        batch_size: (image, sample) pairs decoded per decoder call.
+        seed: seed of the codes' noise (NumPy); None: random.
+        return_per_image: return the (N,) array of per-image bounds instead
+            of their mean.
+
+    Returns:
+        A float, the mean over the images (or an (N,) float64 array).
+
+    Raises:
+        ValueError: if `k` or `batch_size` is not a positive integer, or `x`
+            holds no image.
+
+    Example:
+
+    >>> model = vae_keras.load_vae()  # doctest: +SKIP
+    >>> iwae_bound(model, x_test[:500], k=100, seed=0)  # doctest: +SKIP
+    17.40...
+    """
+    _check_positive_int(k, "k")
+    _check_positive_int(batch_size, "batch_size")
+    x = np.asarray(x, dtype="float32")
+    if len(x) == 0:
+        raise ValueError(f"iwae_bound needs at least one image, received x of shape {x.shape}")
+    z_mean, z_log_var = encode(model, x)
+    rng = np.random.default_rng(seed)
+    n, latent_dim = z_mean.shape
+    # Pair p stands for image p // k and sample p % k.
+    log_weights = np.empty(n * k, dtype="float64")
+    for start in range(0, n * k, batch_size):
+        pairs = np.arange(start, min(start + batch_size, n * k))
+        images = pairs // k
+        epsilon = rng.standard_normal((len(pairs), latent_dim)).astype("float32")
+        mean, log_var = z_mean[images], z_log_var[images]
+        z = mean + np.exp(0.5 * log_var) * epsilon
+        x_pred = ops.convert_to_numpy(model.decode(z))
+        log_weights[pairs] = log_importance_weights(x[images], x_pred, z, mean, log_var)
+    per_image = importance_weighted_loss(log_weights.reshape(n, k))
+    return per_image if return_per_image else float(per_image.mean())
+
+
+def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE):
+    """The KL term of each latent dimension, averaged over the images.
+
+    KL_j = mean over images of -0.5 (1 + logvar_j - mean_j^2 - exp(logvar_j)):
+    how many nats of information dimension j carries about the image. Their
+    sum is the model's mean KL loss. A dimension the decoder does not use
+    stays at the prior N(0, 1) for every image, and its KL is near 0.
+
+    Args:
+        model: a `vae_keras.VAE` (or an object with `encode`).
+        x: images, shape (N, 28, 28, 1).
+        batch_size: images per encoder call (memory only).
+
+    Returns:
+        A float64 NumPy array of shape (latent_dim,).
+
+    Raises:
+        ValueError: if `x` holds no image.
+    """
+    x = np.asarray(x, dtype="float32")
+    if len(x) == 0:
+        raise ValueError(f"kl_per_dimension needs at least one image, received x of shape {x.shape}")
+    z_mean, z_log_var = encode(model, x, batch_size=batch_size)
+    z_mean, z_log_var = z_mean.astype("float64"), z_log_var.astype("float64")
+    return (-0.5 * (1.0 + z_log_var - np.square(z_mean) - np.exp(z_log_var))).mean(axis=0)
+
+
+def active_units(kl, threshold=ACTIVE_THRESHOLD):
+    """Which latent dimensions carry information: those whose mean KL exceeds `threshold`.
+
+    This is the KL form of the "active units" count. Burda et al. (2016)
+    count instead the dimensions whose posterior mean varies across the
+    images (Cov_x(E_q[z_j]) > 0.01); for a dimension at the prior both are 0.
+
+    Args:
+        kl: the mean KL per dimension, as `kl_per_dimension` returns.
+        threshold: in nats.
+
+    Returns:
+        A boolean NumPy array of the same shape as `kl`; `.sum()` is the
+        number of active units.
+
+    Raises:
+        ValueError: if `threshold` is negative or not a number.
+
+    Example:
+
+    >>> active_units(np.array([1.2, 0.001, 0.3])).sum()
+    2
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not threshold >= 0:
+        raise ValueError(f"threshold must be a number >= 0 (nats), received threshold={threshold!r}")
+    return np.asarray(kl, dtype="float64") > threshold
+
+
+def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
+    """Encodes images in batches into NumPy means and log-variances.
+
+    Args:
+        model: a `vae_keras.VAE`, or any object whose `encode(x)` returns
+            `(z_mean, z_log_var)`.
+        x: images, shape (N, ...) as the model takes them.
+        batch_size: images per encoder call (memory only).
+
+    Returns:
+        A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
+    """
+    means, log_variances = [], []
+    for start in range(0, len(x), batch_size):
+        z_mean, z_log_var = model.encode(x[start : start + batch_size])
+        means.append(ops.convert_to_numpy(z_mean))
+        log_variances.append(ops.convert_to_numpy(z_log_var))
+    return (
+        np.concatenate(means).astype("float32"),
+        np.concatenate(log_variances).astype("float32"),
+    )
+
+
+def _check_positive_int(value, name):
+    """Raises a ValueError naming `name` unless `value` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")

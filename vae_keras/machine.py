@@ -1,0 +1,82 @@
+"""What machine a notebook or a run used: CPU model and cores, GPUs, Keras backend and versions."""
+
+import os
+import platform
+import sys
+
+import keras
+
+
+def describe_machine(device=None):
+    """A few lines naming the machine, so that timings can be read in context.
+
+    Args:
+        device: the device training used (such as "cpu:0", as
+            `vae_keras.select_device` returns); None leaves that line out.
+
+    Returns:
+        A string of lines: the CPU model and its cores, the accelerators the
+        backend sees, the operating system, and the Python, Keras and backend
+        versions.
+
+    Example:
+
+    >>> print(describe_machine("cpu:0"))  # doctest: +SKIP
+    CPU: AMD EPYC, 2 cores
+    Accelerators the backend sees: none
+    Training device: cpu:0
+    ...
+    """
+    backend = keras.backend.backend()
+    accelerators = _accelerators(backend)
+    lines = [
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores",
+        f"Accelerators the backend sees: {', '.join(accelerators) if accelerators else 'none'}",
+    ]
+    if device is not None:
+        lines.append(f"Training device: {device}")
+    lines += [
+        f"System: {platform.platform()}",
+        f"Python {platform.python_version()}, Keras {keras.__version__}, "
+        f"backend {backend} {_backend_version(backend)}",
+    ]
+    return "\n".join(lines)
+
+
+def cpu_model():
+    """The CPU's model name, from /proc/cpuinfo on Linux, else `platform.processor()`.
+
+    Returns:
+        A string; "unknown CPU" when neither says.
+    """
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _accelerators(backend):
+    """Names of the GPUs (or other accelerators) the active backend can use."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [device.name for device in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(device) for device in jax.devices() if device.platform != "cpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def _backend_version(backend):
+    """The version of the backend's library, or an empty string."""
+    module = sys.modules.get({"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}.get(backend, ""))
+    return getattr(module, "__version__", "")
