@@ -466,7 +466,7 @@ def _setup(name, options):
 class VaeKerasSession:
     """vae_keras trained the way `vae_keras.training.train` trains it.
 
-    Same model (`build_model`), same input (`EpochBatches(...).dataset`), same
+    Same model (`build_model`), same input (`EpochBatches`), same
     `fit` arguments, the same per-batch `TrainingMonitor` callback, seeding and
     op determinism. Left out, because they happen once per epoch and not per
     step: the test evaluation (timed separately), `BackupAndRestore`,
@@ -476,7 +476,7 @@ class VaeKerasSession:
     def __init__(self, x, x_test, options, determinism):
         import keras
 
-        from vae_keras import training
+        from vae_keras import backends, training
         from vae_keras.config import VAEConfig
 
         jit = {"auto": "auto", "true": True, "false": False}[options["jit_compile"]]
@@ -488,9 +488,9 @@ class VaeKerasSession:
         self.device = training.select_device(self.config.execution_environment, verbose=False)
         keras.utils.set_random_seed(self.config.seed)
         if determinism:
-            training._enable_determinism()
+            backends.enable_determinism(self.device)
         self.batches = training.EpochBatches(
-            x, self.config.batch_size, shuffle=self.config.shuffle, seed=self.config.seed
+            x, self.config.batch_size, epochs=1, shuffle=self.config.shuffle, seed=self.config.seed
         )
         monitor = training.TrainingMonitor(self.batches, self.config.seed, model_path=None, verbose=False)
         self.callbacks = [monitor] if options["monitor"] else []
@@ -502,7 +502,7 @@ class VaeKerasSession:
             "device": self.device,
             "encoder_params": _count_params(self.model.encoder),
             "decoder_params": _count_params(self.model.decoder),
-            "how": f"precision {self.config.precision}, build_model + EpochBatches(x, 512).dataset"
+            "how": f"precision {self.config.precision}, build_model + EpochBatches(x, 512)"
             + (" + TrainingMonitor" if options["monitor"] else ""),
         }
 
@@ -512,7 +512,8 @@ class VaeKerasSession:
         with keras.device(self.device):
             start = time.perf_counter()
             history = self.model.fit(
-                self.batches.dataset, shuffle=False, epochs=1, callbacks=self.callbacks, verbose=0
+                self.batches, shuffle=False, steps_per_epoch=self.batches.steps, epochs=1,
+                callbacks=self.callbacks, verbose=0,
             )
             seconds = time.perf_counter() - start
         return {"seconds": seconds, "loss": float(history.history["elbo"][-1])}
@@ -580,9 +581,9 @@ class BaselineSession:
         if options["baseline_input"] == "dataset":
             from vae_keras import training
 
-            self.data = training.EpochBatches(x, BATCH_SIZE).dataset
-            self.fit_kwargs = {"shuffle": False}
-            how = "fit on EpochBatches(x, 512).dataset"
+            self.data = training.EpochBatches(x, BATCH_SIZE, epochs=1)
+            self.fit_kwargs = {"shuffle": False, "steps_per_epoch": self.data.steps}
+            how = "fit on EpochBatches(x, 512)"
         else:
             self.data = x
             self.fit_kwargs = {"batch_size": BATCH_SIZE}
@@ -738,7 +739,7 @@ def _parse_args(argv):
                         help="leave out vae_keras' per-batch TrainingMonitor callback")
     parser.add_argument("--baseline-input", choices=("numpy", "dataset"), default="numpy",
                         help="feed the baseline NumPy arrays (as keras.io) or vae_keras' "
-                             "EpochBatches dataset (isolates the input pipeline)")
+                             "EpochBatches (isolates the input pipeline)")
     parser.add_argument("--matmul-size", type=_positive, default=None,
                         help="matrix size of the NumPy matmul peak (default 2048; 1024 with --quick)")
     parser.add_argument("--eval-images", type=_positive, default=None,

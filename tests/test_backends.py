@@ -57,7 +57,10 @@ def run_script(backend, script, extra_env=None):
 
 @pytest.mark.parametrize("backend", [pytest.param("jax", marks=needs("jax")), pytest.param("torch", marks=needs("torch"))])
 def test_unit_tests_pass_on_backend(backend):
-    process = run_on(backend, ["-m", "pytest", "-q", "-p", "no:nbmake", "-o", "addopts=", "-p", "no:cacheprovider", *BACKEND_TEST_FILES])
+    process = run_on(backend, [
+        "-m", "pytest", "-q", "-p", "no:nbmake", "-o", "addopts=", "-p", "no:cacheprovider",
+        "-m", "not slow_off_tensorflow", *BACKEND_TEST_FILES,
+    ])
     assert process.returncode == 0, process.stdout[-5000:] + process.stderr[-2000:]
     assert " passed" in process.stdout and " failed" not in process.stdout
 

@@ -179,6 +179,7 @@ def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path, small_dat
     assert training.train(config, run_dir, data=small_data, verbose=0).history["epoch"] == [1, 2]
 
 
+@pytest.mark.slow_off_tensorflow
 def test_mixed_bfloat16_trains_to_the_float32_loss(tmp_path, small_data):
     # bfloat16 arithmetic changes the rounding, not what is computed: after a
     # few epochs the test ELBO is the float32 run's to within the spread that
@@ -196,7 +197,7 @@ def test_mixed_bfloat16_trains_to_the_float32_loss(tmp_path, small_data):
     assert final["bfloat16"] < runs["bfloat16"].history["val_elbo"][0]  # it learns
     assert final["bfloat16"] != final["float32"]  # it really ran in bfloat16
     seed_spread = abs(final["seed1"] - final["float32"])
-    assert abs(final["bfloat16"] - final["float32"]) < max(2 * seed_spread, 0.02 * final["float32"])
+    assert abs(final["bfloat16"] - final["float32"]) < max(2 * seed_spread, 0.03 * final["float32"])
 
 
 def test_finished_run_is_not_overwritten_by_accident(tmp_path, small_data):

@@ -26,7 +26,8 @@ _LAZY = {
     "select_device": "training", "train": "training",
 }  # fmt: skip
 _SUBMODULES = {
-    "backends", "config", "data", "layers", "losses", "metrics", "models", "plotting", "training",
+    "analysis", "backends", "callbacks", "config", "data", "layers", "losses", "machine",
+    "metrics", "models", "plotting", "training",
 }
 
 __all__ = ["VAEConfig", "import_keras", "quick_run", *_LAZY]

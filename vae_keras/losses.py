@@ -16,7 +16,7 @@ def reconstruction_loss(x, x_pred):
     Returns:
         A tensor of shape (batch,).
     """
-    squares = 0.5 * ops.square(x_pred - x)
+    squares = 0.5 * ops.square(ops.convert_to_tensor(x_pred) - ops.convert_to_tensor(x))
     return ops.sum(ops.reshape(squares, (ops.shape(squares)[0], -1)), axis=-1)
 
 
@@ -32,6 +32,7 @@ def kl_loss(z_mean, z_log_var):
     Returns:
         A tensor of shape (batch,).
     """
+    z_mean, z_log_var = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var)
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 

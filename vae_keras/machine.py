@@ -6,6 +6,8 @@ import sys
 
 import keras
 
+from vae_keras import backends
+
 
 def describe_machine(device=None):
     """A few lines naming the machine, so that timings can be read in context.
@@ -28,7 +30,7 @@ def describe_machine(device=None):
     ...
     """
     backend = keras.backend.backend()
-    accelerators = _accelerators(backend)
+    accelerators = backends.visible_gpus()
     lines = [
         f"CPU: {cpu_model()}, {os.cpu_count()} cores",
         f"Accelerators the backend sees: {', '.join(accelerators) if accelerators else 'none'}",
@@ -57,23 +59,6 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _accelerators(backend):
-    """Names of the GPUs (or other accelerators) the active backend can use."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [device.name for device in tf.config.list_physical_devices("GPU")]
-    if backend == "jax":
-        import jax
-
-        return [str(device) for device in jax.devices() if device.platform != "cpu"]
-    if backend == "torch":
-        import torch
-
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return []
 
 
 def _backend_version(backend):
