@@ -385,7 +385,7 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
     n = int(n)
     x_test, y_test = x_test[:n], np.asarray(y_test[:n])
     training_indices = np.sort(np.random.default_rng([seed, 1]).choice(len(x_train), size=n, replace=False))
-    codes = np.random.default_rng(seed).standard_normal((n, model.latent_dim)).astype("float32")
+    codes = _codes(model, n, seed)
 
     outputs = {
         "test images": (_classify_batches(classifier, _batches(x_test, batch_size)), y_test),
@@ -398,10 +398,7 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
             y_test,
         ),
         "generated": (
-            _classify_batches(
-                classifier,
-                (ops.convert_to_numpy(model.decode(batch)) for batch in _batches(codes, batch_size, check=False)),
-            ),
+            _classify_batches(classifier, _decoded_batches(model, codes, batch_size)),
             None,
         ),
     }
@@ -479,7 +476,7 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     """The generated digits the classifier is least sure of, each with its top class.
 
     Decodes `pool` codes drawn from N(0, I) (those of `model.generate(pool,
-    seed)`), classifies them, and shows the `n` with the lowest top-class
+    seed)`) in batches, classifies them, and shows the `n` with the lowest top-class
     probability, least sure first, titled "digit (probability)".
 
     Args:
@@ -501,18 +498,19 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
             raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
     if n > pool:
         raise ValueError(f"n must not exceed pool, received n={n} and pool={pool}")
-    images = model.generate(pool, seed=seed)
-    _, probabilities = classify(classifier, images)
+    codes = _codes(model, pool, seed)
+    _, probabilities = _classify_batches(classifier, _decoded_batches(model, codes, BATCH_SIZE))
     top = probabilities.max(axis=1)
     order = np.argsort(top, kind="stable")[:n]
+    shown = ops.convert_to_numpy(model.decode(codes[order]))
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
-    figure = matplotlib.figure.Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4))
+    figure = matplotlib.figure.Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis in axes:
         axis.set_axis_off()
-    for axis, index in zip(axes, order):
-        axis.imshow(images[index, ..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    for axis, index, image in zip(axes, order, shown):
+        axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         axis.set_title(f"{probabilities[index].argmax()} ({top[index]:.2f})", fontsize=9)
     figure.suptitle(f"The {n} of {pool} generated digits the classifier is least sure of")
     plotting._save(figure, path)
@@ -561,6 +559,17 @@ def _batches(array, batch_size, check=True):
         array = plotting._images(array)
     for start in range(0, len(array), batch_size):
         yield array[start : start + batch_size]
+
+
+def _codes(model, n, seed):
+    """The `n` codes drawn from N(0, I) that `model.generate(n, seed)` decodes."""
+    return np.random.default_rng(seed).standard_normal((int(n), model.latent_dim)).astype("float32")
+
+
+def _decoded_batches(model, codes, batch_size):
+    """Images decoded from `codes`, one batch at a time."""
+    for batch in _batches(codes, batch_size, check=False):
+        yield ops.convert_to_numpy(model.decode(batch))
 
 
 def _reconstruction_batches(model, images, batch_size):
