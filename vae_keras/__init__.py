@@ -22,7 +22,16 @@ from vae_keras.layers import Sampling  # noqa: E402
 from vae_keras.losses import elbo_loss, kl_loss, reconstruction_loss  # noqa: E402
 from vae_keras.metrics import ELBO  # noqa: E402
 from vae_keras.models import PRETRAINED_MODEL_PATH, VAE, build_decoder, build_encoder, load_vae  # noqa: E402
-from vae_keras.quality import QualityReport, class_histogram, classifier_score, format_report, frechet_distance, histogram_entropy, quality_report, reconstruction_agreement  # noqa: E402
+from vae_keras.quality import (  # noqa: E402
+    QualityReport,
+    class_histogram,
+    classifier_score,
+    format_report,
+    frechet_distance,
+    histogram_entropy,
+    quality_report,
+    reconstruction_agreement,
+)
 from vae_keras.training import TrainingResult, evaluate, read_history, select_device, train  # noqa: E402
 
 __version__ = "0.1.0"

@@ -197,16 +197,26 @@ def _parser():
     train_classifier.add_argument(
         "--out", default=None, help="the .keras file to write (default: models/digit_classifier.keras)"
     )
-    train_classifier.add_argument("--epochs", type=_positive_int, default=3, help="passes over the training images (default: %(default)s)")
+    train_classifier.add_argument(
+        "--epochs", type=_positive_int, default=3, help="passes over the training images (default: %(default)s)"
+    )
     train_classifier.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the run (default: %(default)s)")
-    train_classifier.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="Keras' fit verbosity (default: %(default)s)")
+    train_classifier.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=2, help="Keras' fit verbosity (default: %(default)s)"
+    )
     train_classifier.set_defaults(run=_train_classifier)
 
     quality = commands.add_parser("quality", help="print the sample-quality report of a model")
     _add_model_flag(quality)
-    quality.add_argument("--classifier", default=None, help="the digit classifier (default: models/digit_classifier.keras)")
-    quality.add_argument("--n", type=_positive_int, default=10_000, help="images per set, at most 10000 (default: %(default)s)")
-    quality.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the codes and of the training images drawn")
+    quality.add_argument(
+        "--classifier", default=None, help="the digit classifier (default: models/digit_classifier.keras)"
+    )
+    quality.add_argument(
+        "--n", type=_positive_int, default=10_000, help="images per set, at most 10000 (default: %(default)s)"
+    )
+    quality.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the codes and of the training images drawn"
+    )
     quality.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     quality.set_defaults(run=_quality)
     return parser
