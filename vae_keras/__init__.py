@@ -24,10 +24,14 @@ _LAZY = {
     "build_encoder": "models", "load_vae": "models",
     "TrainingResult": "training", "evaluate": "training", "read_history": "training",
     "select_device": "training", "train": "training",
+    "build_classifier": "classifier", "load_classifier": "classifier", "train_classifier": "classifier",
+    "QualityReport": "quality", "class_histogram": "quality", "classifier_score": "quality",
+    "format_report": "quality", "frechet_distance": "quality", "histogram_entropy": "quality",
+    "quality_report": "quality", "reconstruction_agreement": "quality",
 }  # fmt: skip
 _SUBMODULES = {
-    "analysis", "backends", "callbacks", "config", "data", "layers", "losses", "machine",
-    "metrics", "models", "plotting", "training",
+    "analysis", "backends", "callbacks", "classifier", "config", "data", "layers", "losses", "machine",
+    "metrics", "models", "plotting", "quality", "training",
 }
 
 __all__ = ["VAEConfig", "import_keras", "quick_run", *_LAZY]

@@ -1,4 +1,4 @@
-"""Command line: `python -m vae_keras [--backend NAME] train | evaluate | generate | figures`.
+"""Command line: `python -m vae_keras [--backend NAME] train | evaluate | generate | figures | quality | train-classifier`.
 
 Kept short on purpose: the work is done by the package's importable modules.
 Keras is imported only after the arguments are read, so `--backend` can choose
@@ -109,6 +109,32 @@ def _figures(args):
     return 0
 
 
+def _train_classifier(args):
+    from vae_keras import classifier
+
+    path = args.out if args.out is not None else classifier.CLASSIFIER_PATH
+    result = classifier.train_classifier(path, epochs=args.epochs, seed=args.seed, verbose=args.verbose)
+    size_kb = result["path"].stat().st_size / 1024
+    print(f"Test accuracy = {result['test_accuracy']:.4f} (test loss {result['test_loss']:.4f})")
+    print(f"Saved the classifier to {result['path']} ({size_kb:.0f} KB)")
+    print(f"Saved its history to {result['history_path']} and settings to {result['config_path']}")
+    return 0
+
+
+def _quality(args):
+    from vae_keras import classifier, quality
+
+    model = vae_keras.load_vae(args.model)
+    digit_classifier = classifier.load_classifier(args.classifier)
+    data = vae_keras.load_mnist(args.data_dir)
+    start = time.perf_counter()
+    report = quality.quality_report(model, digit_classifier, data, n=args.n, seed=args.seed)
+    print(f"Model: {args.model or vae_keras.models.PRETRAINED_MODEL_PATH}")
+    print(quality.format_report(report))
+    print(f"Time taken = {time.perf_counter() - start:.1f}s")
+    return 0
+
+
 def _history_beside(model_path):
     """The training history that belongs to a model file, or None.
 
@@ -172,6 +198,35 @@ def _parser():
     figures.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random choices")
     figures.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     figures.set_defaults(run=_figures)
+
+    train_classifier = commands.add_parser(
+        "train-classifier", help="train the digit classifier of the quality report"
+    )
+    train_classifier.add_argument(
+        "--out", default=None, help="the .keras file to write (default: models/digit_classifier.keras)"
+    )
+    train_classifier.add_argument(
+        "--epochs", type=_positive_int, default=3, help="passes over the training images (default: %(default)s)"
+    )
+    train_classifier.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the run (default: %(default)s)")
+    train_classifier.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=2, help="Keras' fit verbosity (default: %(default)s)"
+    )
+    train_classifier.set_defaults(run=_train_classifier)
+
+    quality = commands.add_parser("quality", help="print the sample-quality report of a model")
+    _add_model_flag(quality)
+    quality.add_argument(
+        "--classifier", default=None, help="the digit classifier (default: models/digit_classifier.keras)"
+    )
+    quality.add_argument(
+        "--n", type=_positive_int, default=10_000, help="images per set, at most 10000 (default: %(default)s)"
+    )
+    quality.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the codes and of the training images drawn"
+    )
+    quality.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
+    quality.set_defaults(run=_quality)
     return parser
 
 

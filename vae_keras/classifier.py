@@ -1,0 +1,183 @@
+"""A small digit classifier, the yardstick of the sample-quality report."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from vae_keras.data import load_mnist
+from vae_keras.models import IMAGE_SHAPE
+
+# The classifier that ships with the project, trained by `python -m vae_keras train-classifier`.
+CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / "digit_classifier.keras"
+# Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
+FEATURES_LAYER = "features"
+# Number of units of that layer.
+FEATURES_DIM = 128
+NUM_CLASSES = 10
+
+
+def build_classifier(name="digit_classifier"):
+    """A small convolutional digit classifier with a named feature layer.
+
+    28x28x1 image -> [conv 3x3 (32) -> ReLU -> max-pool 2] -> [conv 3x3 (64)
+    -> ReLU -> max-pool 2] -> [conv 3x3 (64) -> ReLU -> max-pool 2] -> flatten
+    -> dropout 0.25 -> dense 128 "features" (ReLU) -> dropout 0.25 -> dense 10,
+    softmax. 130,890 parameters, about 0.5 MB as float32.
+
+    Args:
+        name: name of the returned model.
+
+    Returns:
+        A functional `keras.Model` mapping (batch, 28, 28, 1) images in [0, 1]
+        to (batch, 10) class probabilities, with a layer named "features".
+    """
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
+    x = inputs
+    for index, filters in enumerate((32, 64, 64), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(0.25, name="dropout1")(x)
+    x = layers.Dense(FEATURES_DIM, activation="relu", name=FEATURES_LAYER)(x)
+    x = layers.Dropout(0.25, name="dropout2")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, data=None, verbose=1):
+    """Trains the digit classifier on the MNIST training images and saves it.
+
+    Adam (learning rate 1e-3), sparse categorical cross-entropy, the 60,000
+    training images reshuffled every epoch; the test images are only evaluated
+    (after each epoch, for the history), never trained on. Writes `path`
+    (without optimizer state, to keep it small), `<stem>_history.csv` (loss
+    and accuracy per epoch, training and test) and `<stem>_config.json`
+    beside it.
+
+    Args:
+        path: the `.keras` file to write.
+        epochs: passes over the training images.
+        seed: seeds Python, NumPy and the backend (weights, dropout, shuffling).
+        batch_size: images per mini-batch.
+        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns;
+            read from `data/` when None.
+        verbose: passed to `fit`.
+
+    Returns:
+        A dict with the `test_accuracy`, `test_loss`, `path`, `history_path`
+        and `config_path`.
+
+    Raises:
+        ValueError: when `epochs` or `batch_size` is not a positive integer,
+            `seed` a non-negative one, or `path` does not end in `.keras`.
+    """
+    _check_int(epochs, "epochs", 1)
+    _check_int(batch_size, "batch_size", 1)
+    _check_int(seed, "seed", 0)
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"The classifier is saved as a .keras file, received path={str(path)!r}")
+    history_path = path.with_name(path.stem + "_history.csv")
+    config_path = path.with_name(path.stem + "_config.json")
+    (x_train, y_train), (x_test, y_test) = data if data is not None else load_mnist()
+
+    keras.utils.set_random_seed(seed)
+    classifier = build_classifier()
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    classifier.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        validation_data=(x_test, y_test),
+        callbacks=[keras.callbacks.CSVLogger(str(history_path))],
+        verbose=verbose,
+    )
+    test_loss, test_accuracy = classifier.evaluate(x_test, y_test, batch_size=1_000, verbose=0)
+    # A copy without the optimizer: a third of the size, and all that inference needs.
+    inference_copy = build_classifier(name=classifier.name)
+    inference_copy.set_weights(classifier.get_weights())
+    temporary = path.with_name(path.stem + ".partial.keras")
+    inference_copy.save(temporary)
+    temporary.replace(path)
+    config = {
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": batch_size,
+        "learning_rate": 1e-3,
+        "train_images": int(len(x_train)),
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+    }
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "path": path,
+        "history_path": history_path,
+        "config_path": config_path,
+    }
+
+
+def load_classifier(path=None):
+    """Loads a digit classifier (`.keras` file), by default the one that ships.
+
+    Args:
+        path: a `.keras` file written by `train_classifier`; None loads
+            `models/digit_classifier.keras`.
+
+    Returns:
+        The classifier, a `keras.Model` with a layer named "features" and
+        10 class probabilities as output.
+
+    Raises:
+        FileNotFoundError: when the file does not exist (the message names it).
+        ValueError: when the file is not a readable `.keras` model, or the
+            model is not a 10-class classifier with a "features" layer.
+    """
+    path = Path(CLASSIFIER_PATH if path is None else path)
+    if not path.is_file():
+        hint = (
+            " The classifier ships with the project in models/; train it again with "
+            "`python -m vae_keras train-classifier` or pass --classifier PATH."
+            if path == CLASSIFIER_PATH
+            else ""
+        )
+        raise FileNotFoundError(f"No classifier file at {path}.{hint}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Could not load a classifier from {path}: it is not a .keras model archive "
+            "(a zip archive written by model.save); it may be truncated or another kind of file."
+        )
+    try:
+        classifier = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise ValueError(
+            f"Could not load a classifier from {path}: {type(error).__name__}: {error}"
+        ) from error
+    layer_names = [layer.name for layer in getattr(classifier, "layers", [])]
+    if FEATURES_LAYER not in layer_names or tuple(classifier.outputs[0].shape[1:]) != (NUM_CLASSES,):
+        raise ValueError(
+            f"{path} holds no digit classifier: expected a model with a {FEATURES_LAYER!r} "
+            f"layer and {NUM_CLASSES} outputs, received {type(classifier).__name__} "
+            f"{classifier.name!r} with layers {layer_names}"
+        )
+    return classifier
+
+
+def _check_int(value, name, minimum):
+    """Raises a ValueError naming `name` unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, received {name}={value!r}")

@@ -1,0 +1,597 @@
+"""How good are the samples: a digit classifier's view of generated and reconstructed digits."""
+
+import dataclasses
+import math
+
+import matplotlib.figure
+import numpy as np
+from keras import ops
+
+import keras
+from vae_keras import plotting
+from vae_keras.classifier import FEATURES_LAYER, NUM_CLASSES
+
+# Images per classifier or decoder call: bounds the memory the report uses.
+BATCH_SIZE = 1_000
+# The sets of a report, in the order of its table.
+SET_NAMES = ("test images", "training images", "reconstructions", "generated")
+# Tolerance on the sum of a row of probabilities (float32 softmax outputs).
+_SUM_TOLERANCE = 1e-3
+
+
+def feature_statistics(features):
+    """The mean and covariance of a set of feature vectors, in float64.
+
+    Args:
+        features: array of shape (N, D), N >= 2, finite.
+
+    Returns:
+        A pair `(mean, covariance)` of shapes (D,) and (D, D); the covariance
+        is the unbiased one (divided by N - 1), as `numpy.cov`.
+
+    Raises:
+        ValueError: when `features` is not a finite 2-D array of at least 2 rows.
+    """
+    features = _features(features, "features")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b):
+    """The Fréchet distance between two Gaussians given by their means and covariances.
+
+    d = |mean_a - mean_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)). The trace of
+    the square root is computed as Tr((A^(1/2) C_b A^(1/2))^(1/2)) with
+    A^(1/2) the symmetric square root of C_a, from symmetric eigendecompositions
+    whose tiny negative round-off eigenvalues are set to zero; so the result is
+    real, and it is clipped at 0.
+
+    Args:
+        mean_a: shape (D,).
+        covariance_a: shape (D, D), symmetric positive semi-definite.
+        mean_b: shape (D,).
+        covariance_b: shape (D, D), symmetric positive semi-definite.
+
+    Returns:
+        A float >= 0 (0 for identical statistics).
+
+    Raises:
+        ValueError: when the shapes do not agree or a value is not finite.
+    """
+    mean_a, mean_b = (np.asarray(mean, dtype="float64") for mean in (mean_a, mean_b))
+    covariance_a, covariance_b = (
+        np.asarray(covariance, dtype="float64") for covariance in (covariance_a, covariance_b)
+    )
+    dimension = mean_a.shape[0] if mean_a.ndim == 1 else None
+    for name, value, shape in (
+        ("mean_a", mean_a, (dimension,)),
+        ("mean_b", mean_b, (dimension,)),
+        ("covariance_a", covariance_a, (dimension, dimension)),
+        ("covariance_b", covariance_b, (dimension, dimension)),
+    ):
+        if dimension is None or value.shape != shape:
+            raise ValueError(
+                f"{name} must have shape {shape if dimension else '(D,) or (D, D)'} to match "
+                f"mean_a, received shape {value.shape}"
+            )
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} holds values that are not finite (NaN or infinity)")
+    sqrt_a = _symmetric_sqrt(covariance_a)
+    product = sqrt_a @ covariance_b @ sqrt_a
+    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+    difference = mean_a - mean_b
+    distance = difference @ difference + np.trace(covariance_a) + np.trace(covariance_b) - 2 * trace_sqrt
+    return float(max(distance, 0.0))
+
+
+def frechet_distance(features_a, features_b):
+    """The Fréchet distance between two sets of features, each taken as a Gaussian.
+
+    The distance of the Fréchet Inception Distance (FID), here in the feature
+    space of any network: each set is summarised by its mean and covariance and
+    `frechet_distance_from_statistics` compares the two.
+
+    Args:
+        features_a: array of shape (N, D), N >= 2.
+        features_b: array of shape (M, D), M >= 2.
+
+    Returns:
+        A float >= 0; 0 for a set against itself.
+
+    Raises:
+        ValueError: when an array is not finite, not 2-D, has fewer than 2
+            rows, or the two have different numbers of features.
+
+    Example:
+
+    >>> rng = np.random.default_rng(0)
+    >>> features = rng.normal(size=(500, 4))
+    >>> round(frechet_distance(features, features), 9)
+    0.0
+    """
+    features_a = _features(features_a, "features_a")
+    features_b = _features(features_b, "features_b")
+    if features_a.shape[1] != features_b.shape[1]:
+        raise ValueError(
+            f"features_a and features_b must have the same number of features, received "
+            f"shapes {features_a.shape} and {features_b.shape}"
+        )
+    return frechet_distance_from_statistics(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
+def class_histogram(labels_or_probabilities, num_classes=NUM_CLASSES):
+    """The fraction of a set given to each class.
+
+    Args:
+        labels_or_probabilities: integer labels of shape (N,), in
+            [0, num_classes), or class probabilities of shape (N, num_classes),
+            whose arg-max is taken as the label.
+        num_classes: number of classes.
+
+    Returns:
+        A float64 array of shape (num_classes,) that sums to 1.
+
+    Raises:
+        ValueError: for an empty set, labels that are not integers in range,
+            or probabilities with another number of classes.
+    """
+    values = np.asarray(labels_or_probabilities)
+    if values.ndim == 2:
+        _probabilities(values, "labels_or_probabilities", num_classes)
+        labels = values.argmax(axis=1)
+    elif values.ndim == 1:
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(
+                f"labels must be integers, received dtype {values.dtype}; pass probabilities "
+                "as a 2-D array of shape (N, num_classes)"
+            )
+        labels = values
+    else:
+        raise ValueError(
+            f"labels_or_probabilities must be labels (N,) or probabilities (N, {num_classes}), "
+            f"received shape {values.shape}"
+        )
+    if labels.size == 0:
+        raise ValueError("labels_or_probabilities is empty; a histogram needs at least one item")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), received values from {labels.min()} to {labels.max()}"
+        )
+    return np.bincount(labels, minlength=num_classes) / labels.size
+
+
+def histogram_entropy(histogram):
+    """The entropy of a class histogram divided by its maximum, log(number of classes).
+
+    Args:
+        histogram: non-negative fractions of shape (K,), K >= 2, summing to 1.
+
+    Returns:
+        A float in [0, 1]: 1 when every class has the same share, 0 when one
+        class has everything.
+
+    Raises:
+        ValueError: when `histogram` is not such an array.
+    """
+    histogram = np.asarray(histogram, dtype="float64")
+    if histogram.ndim != 1 or histogram.size < 2:
+        raise ValueError(f"histogram must be 1-D with at least 2 classes, received shape {histogram.shape}")
+    if np.any(histogram < 0) or not math.isclose(histogram.sum(), 1.0, abs_tol=1e-6):
+        raise ValueError(
+            f"histogram must hold non-negative fractions summing to 1, received sum {float(histogram.sum())!r} "
+            f"and minimum {float(histogram.min())!r}"
+        )
+    positive = histogram[histogram > 0]
+    return float(-(positive * np.log(positive)).sum() / np.log(histogram.size))
+
+
+def classifier_score(probabilities):
+    """The classifier's "inception score" of a set: exp(E_x[KL(p(y|x) || p(y))]).
+
+    p(y|x) is the classifier's output for one image, p(y) its mean over the
+    set. High when each image is classified confidently and the set covers the
+    classes evenly: it is 1 when every image gets the same probabilities, and
+    the number of classes for confident predictions spread evenly over them.
+
+    Args:
+        probabilities: shape (N, K), rows non-negative and summing to 1.
+
+    Returns:
+        A float in [1, K].
+
+    Raises:
+        ValueError: when `probabilities` is not such an array.
+    """
+    probabilities = _probabilities(probabilities, "probabilities").astype("float64")
+    marginal = probabilities.mean(axis=0)
+    # 0 log 0 = 0: a class with p(y|x) = 0 adds nothing to the KL divergence.
+    safe = np.where(probabilities > 0, probabilities, 1.0)
+    kl = (probabilities * (np.log(safe) - np.log(np.where(marginal > 0, marginal, 1.0)))).sum(axis=1)
+    return float(np.exp(kl.mean()))
+
+
+def mean_top_probability(probabilities):
+    """The mean over a set of the probability of each image's most likely class.
+
+    Args:
+        probabilities: shape (N, K), rows non-negative and summing to 1.
+
+    Returns:
+        A float in [1 / K, 1]: how sure the classifier is, on average.
+
+    Raises:
+        ValueError: when `probabilities` is not such an array.
+    """
+    return float(_probabilities(probabilities, "probabilities").max(axis=1).mean())
+
+
+def label_agreement(probabilities, labels):
+    """The fraction of a set whose most likely class is the given label (the accuracy).
+
+    Args:
+        probabilities: shape (N, K).
+        labels: integers of shape (N,).
+
+    Returns:
+        A float in [0, 1].
+
+    Raises:
+        ValueError: when the shapes do not match.
+    """
+    probabilities = _probabilities(probabilities, "probabilities")
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(probabilities):
+        raise ValueError(
+            f"probabilities and labels must have the same length, received {len(probabilities)} "
+            f"and {len(labels)}"
+        )
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def classify(classifier, images, batch_size=BATCH_SIZE):
+    """The classifier's features and class probabilities of images, in batches.
+
+    Args:
+        classifier: a model with a layer named "features" (see `load_classifier`).
+        images: shape (N, 28, 28, 1), values in [0, 1].
+        batch_size: images per classifier call (memory only).
+
+    Returns:
+        A pair of float32 arrays `(features, probabilities)`, shapes (N, 128)
+        and (N, 10) for the shipped classifier.
+
+    Raises:
+        ValueError: when `classifier` has no "features" layer or `batch_size`
+            is not a positive integer.
+    """
+    return _classify_batches(classifier, _batches(images, batch_size))
+
+
+def reconstruct(model, images, batch_size=BATCH_SIZE):
+    """Reconstructions of images through the means of their codes, in batches.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        images: shape (N, 28, 28, 1), values in [0, 1].
+        batch_size: images per encoder and decoder call (memory only).
+
+    Returns:
+        A float32 array of shape (N, 28, 28, 1), values in [0, 1].
+    """
+    return np.concatenate(list(_reconstruction_batches(model, images, batch_size)))
+
+
+def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH_SIZE):
+    """The fraction of reconstructions (through the code means) classified as their true label.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        classifier: a digit classifier (see `load_classifier`).
+        images: shape (N, 28, 28, 1), values in [0, 1].
+        labels: the images' true labels, shape (N,).
+        batch_size: images per call (memory only).
+
+    Returns:
+        A float in [0, 1].
+
+    Raises:
+        ValueError: when images and labels differ in length.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(images):
+        raise ValueError(f"images and labels must have the same length, received {len(images)} and {len(labels)}")
+    _, probabilities = _classify_batches(classifier, _reconstruction_batches(model, images, batch_size))
+    return label_agreement(probabilities, labels)
+
+
+@dataclasses.dataclass
+class SetQuality:
+    """The classifier's view of one set of images."""
+
+    # Which set: "test images", "training images", "reconstructions" or "generated".
+    name: str
+    # Fréchet distance to the test images in the classifier's feature space (0 for them).
+    frechet_distance: float
+    # exp(E[KL(p(y|x) || p(y))]): 1 (one class, or no confidence) to 10 (confident, all classes).
+    classifier_score: float
+    # Mean probability of the most likely class: how sure the classifier is.
+    mean_top_probability: float
+    # Fraction of the set given to each digit 0-9.
+    class_histogram: np.ndarray
+    # Entropy of that histogram divided by log(10): 1 for an even spread.
+    histogram_entropy: float
+    # Fraction classified as the true label (None for generated digits, which have none).
+    label_agreement: float | None
+
+
+@dataclasses.dataclass
+class QualityReport:
+    """The sample-quality report of a VAE: one `SetQuality` per set of images."""
+
+    # Images per set.
+    n: int
+    # Seed of the codes of the generated digits and of the training images drawn.
+    seed: int
+    # The sets by name, in the order of `SET_NAMES`.
+    sets: dict
+
+    def to_dict(self):
+        """The report as plain Python values (lists for the histograms), ready for JSON."""
+        return {
+            "n": self.n,
+            "seed": self.seed,
+            "sets": {
+                name: {
+                    **dataclasses.asdict(quality),
+                    "class_histogram": [float(value) for value in quality.class_histogram],
+                }
+                for name, quality in self.sets.items()
+            },
+        }
+
+
+def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_SIZE):
+    """The sample-quality report of a VAE, seen through a digit classifier.
+
+    Four sets of `n` images each go through the classifier: the first `n` test
+    images (the yardstick), `n` training images drawn at random (the floor:
+    real digits the VAE did not generate; no model can beat their distance
+    from the test images by more than chance), the reconstructions of the test
+    images through their code means, and `n` generated digits decoded from
+    codes drawn from N(0, I) (the codes of `model.generate(n, seed)`). Images
+    are made and classified in batches; only the features and probabilities
+    are kept.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        classifier: a digit classifier (see `load_classifier`).
+        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns.
+        n: images per set, from 2 to the number of test images.
+        seed: seed of the codes and of the training images drawn.
+        batch_size: images per call (memory only).
+
+    Returns:
+        A `QualityReport`.
+
+    Raises:
+        ValueError: when `n`, `seed` or `batch_size` is out of range.
+    """
+    (x_train, y_train), (x_test, y_test) = data
+    limit = min(len(x_test), len(x_train))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= limit:
+        raise ValueError(f"n must be an integer from 2 to {limit} (the images available), received n={n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, received seed={seed!r}")
+    n = int(n)
+    x_test, y_test = x_test[:n], np.asarray(y_test[:n])
+    training_indices = np.sort(np.random.default_rng([seed, 1]).choice(len(x_train), size=n, replace=False))
+    codes = _codes(model, n, seed)
+
+    outputs = {
+        "test images": (_classify_batches(classifier, _batches(x_test, batch_size)), y_test),
+        "training images": (
+            _classify_batches(classifier, _batches(x_train[training_indices], batch_size)),
+            np.asarray(y_train)[training_indices],
+        ),
+        "reconstructions": (
+            _classify_batches(classifier, _reconstruction_batches(model, x_test, batch_size)),
+            y_test,
+        ),
+        "generated": (
+            _classify_batches(classifier, _decoded_batches(model, codes, batch_size)),
+            None,
+        ),
+    }
+    test_statistics = feature_statistics(outputs["test images"][0][0])
+    sets = {}
+    for name in SET_NAMES:
+        (features, probabilities), labels = outputs[name]
+        histogram = class_histogram(probabilities)
+        sets[name] = SetQuality(
+            name=name,
+            frechet_distance=(
+                0.0
+                if name == "test images"
+                else frechet_distance_from_statistics(*feature_statistics(features), *test_statistics)
+            ),
+            classifier_score=classifier_score(probabilities),
+            mean_top_probability=mean_top_probability(probabilities),
+            class_histogram=histogram,
+            histogram_entropy=histogram_entropy(histogram),
+            label_agreement=None if labels is None else label_agreement(probabilities, labels),
+        )
+    return QualityReport(n=n, seed=int(seed), sets=sets)
+
+
+def format_report(report, markdown=False):
+    """The report as a table, one row per set of images.
+
+    Args:
+        report: a `QualityReport`.
+        markdown: a Markdown table instead of aligned plain text.
+
+    Returns:
+        A string of several lines, without a final newline.
+    """
+    header = [
+        "set",
+        "Fréchet distance",
+        "classifier score",
+        "mean top prob.",
+        "class entropy",
+        "rarest digit",
+        "commonest digit",
+        "true label",
+    ]
+    rows = []
+    for quality in report.sets.values():
+        rarest, commonest = int(quality.class_histogram.argmin()), int(quality.class_histogram.argmax())
+        rows.append(
+            [
+                quality.name,
+                f"{quality.frechet_distance:.2f}",
+                f"{quality.classifier_score:.2f}",
+                f"{quality.mean_top_probability:.3f}",
+                f"{quality.histogram_entropy:.3f}",
+                f"{rarest}: {100 * quality.class_histogram[rarest]:.1f}%",
+                f"{commonest}: {100 * quality.class_histogram[commonest]:.1f}%",
+                "-" if quality.label_agreement is None else f"{100 * quality.label_agreement:.2f}%",
+            ]
+        )
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                      for column, (cell, width) in enumerate(zip(line, widths)))
+            for line in [header, *rows]
+        ]
+    title = f"Sample quality, {report.n} images per set (seed {report.seed}); Fréchet distance to the test images"
+    return "\n".join([title, *lines])
+
+
+def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None):
+    """The generated digits the classifier is least sure of, each with its top class.
+
+    Decodes `pool` codes drawn from N(0, I) (those of `model.generate(pool,
+    seed)`) in batches, classifies them, and shows the `n` with the lowest top-class
+    probability, least sure first, titled "digit (probability)".
+
+    Args:
+        model: a `vae_keras.VAE`.
+        classifier: a digit classifier (see `load_classifier`).
+        n: number of digits shown, at most `pool`.
+        pool: number of digits generated to choose from.
+        seed: seed of the codes.
+        path: where to save the figure; None: not saved.
+
+    Returns:
+        The `matplotlib.figure.Figure`, one axis per digit shown.
+
+    Raises:
+        ValueError: when `n` or `pool` is not a positive integer or `n > pool`.
+    """
+    for name, value in (("n", n), ("pool", pool)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
+    if n > pool:
+        raise ValueError(f"n must not exceed pool, received n={n} and pool={pool}")
+    codes = _codes(model, pool, seed)
+    _, probabilities = _classify_batches(classifier, _decoded_batches(model, codes, BATCH_SIZE))
+    top = probabilities.max(axis=1)
+    order = np.argsort(top, kind="stable")[:n]
+    shown = ops.convert_to_numpy(model.decode(codes[order]))
+    columns = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    figure = matplotlib.figure.Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes:
+        axis.set_axis_off()
+    for axis, index, image in zip(axes, order, shown):
+        axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axis.set_title(f"{probabilities[index].argmax()} ({top[index]:.2f})", fontsize=9)
+    figure.suptitle(f"The {n} of {pool} generated digits the classifier is least sure of")
+    plotting._save(figure, path)
+    return figure
+
+
+def _symmetric_sqrt(matrix):
+    """The symmetric square root of a symmetric positive semi-definite matrix (negative round-off set to 0)."""
+    eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
+
+
+def _features(features, name):
+    """`features` as a finite float64 array of shape (N, D), N >= 2, or a ValueError naming it."""
+    features = np.asarray(features, dtype="float64")
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"{name} must be a 2-D array (N, D) with N >= 2, received shape {features.shape}")
+    if not np.all(np.isfinite(features)):
+        raise ValueError(f"{name} holds values that are not finite (NaN or infinity)")
+    return features
+
+
+def _probabilities(probabilities, name, num_classes=None):
+    """`probabilities` as an (N, K) array of rows summing to 1, or a ValueError naming it."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2 or probabilities.shape[0] < 1:
+        raise ValueError(f"{name} must be a 2-D array (N, K) with N >= 1, received shape {probabilities.shape}")
+    if num_classes is not None and probabilities.shape[1] != num_classes:
+        raise ValueError(f"{name} must have {num_classes} columns, received shape {probabilities.shape}")
+    sums = probabilities.sum(axis=1)
+    if not np.all(np.isfinite(probabilities)) or np.any(probabilities < 0) or np.any(
+        np.abs(sums - 1) > _SUM_TOLERANCE
+    ):
+        raise ValueError(
+            f"{name} must hold non-negative rows summing to 1, received row sums from "
+            f"{float(sums.min())!r} to {float(sums.max())!r} and minimum {float(probabilities.min())!r}"
+        )
+    return probabilities
+
+
+def _batches(array, batch_size, check=True):
+    """Consecutive slices of `array` of `batch_size` rows (the last may be shorter)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
+    if check:
+        array = plotting._images(array)
+    for start in range(0, len(array), batch_size):
+        yield array[start : start + batch_size]
+
+
+def _codes(model, n, seed):
+    """The `n` codes drawn from N(0, I) that `model.generate(n, seed)` decodes."""
+    return np.random.default_rng(seed).standard_normal((int(n), model.latent_dim)).astype("float32")
+
+
+def _decoded_batches(model, codes, batch_size):
+    """Images decoded from `codes`, one batch at a time."""
+    for batch in _batches(codes, batch_size, check=False):
+        yield ops.convert_to_numpy(model.decode(batch))
+
+
+def _reconstruction_batches(model, images, batch_size):
+    """Reconstructions through the code means, one batch at a time."""
+    for batch in _batches(images, batch_size):
+        z_mean, _ = model.encode(batch)
+        yield ops.convert_to_numpy(model.decode(z_mean))
+
+
+def _classify_batches(classifier, image_batches):
+    """Features and probabilities of every batch of images, concatenated."""
+    try:
+        features_output = classifier.get_layer(FEATURES_LAYER).output
+    except ValueError as error:
+        raise ValueError(
+            f"The classifier {classifier.name!r} has no layer named {FEATURES_LAYER!r}; "
+            "load it with load_classifier or build it with build_classifier"
+        ) from error
+    feature_model = keras.Model(classifier.inputs[0], [features_output, classifier.outputs[0]])
+    features, probabilities = [], []
+    for batch in image_batches:
+        batch_features, batch_probabilities = feature_model(batch, training=False)
+        features.append(ops.convert_to_numpy(batch_features))
+        probabilities.append(ops.convert_to_numpy(batch_probabilities).astype("float32"))
+    return np.concatenate(features), np.concatenate(probabilities)
