@@ -13,6 +13,7 @@ import time
 
 import vae_keras  # light: Keras is imported on first use, after --backend is read
 from vae_keras.config import EXECUTION_ENVIRONMENTS, PRECISIONS, VAEConfig
+from vae_keras.startup import BACKENDS
 
 # Command-line help for each `VAEConfig` field.
 FIELD_HELP = {
@@ -160,7 +161,7 @@ def _parser():
         description="Train, evaluate and sample the MNIST VAE of MathWorks' example.",
     )
     parser.add_argument(
-        "--backend", choices=("tensorflow", "jax", "torch"), default=None,
+        "--backend", choices=BACKENDS, default=None,
         help="Keras backend (default: KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow)",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")

@@ -12,12 +12,16 @@ import sys
 
 import keras
 
-from vae_keras.startup import quiet_stderr
+from vae_keras.startup import BACKENDS, quiet_stderr
 
 # The backend Keras was started with: KERAS_BACKEND, else ~/.keras/keras.json,
 # else TensorFlow. It cannot change once Keras is imported.
 BACKEND = keras.backend.backend()
-BACKENDS = ("tensorflow", "jax", "torch")
+if BACKEND not in BACKENDS:
+    raise ImportError(
+        f"vae_keras trains on Keras' {', '.join(BACKENDS)} backends; Keras runs on "
+        f"{BACKEND!r} (KERAS_BACKEND or ~/.keras/keras.json). Set KERAS_BACKEND to one of those."
+    )
 
 # Only the active backend's library is imported: TensorFlow need not be
 # installed to train on JAX or PyTorch.

@@ -13,6 +13,9 @@ import sys
 # says plainly whether a GPU is used. Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The Keras backends this project runs on.
+BACKENDS = ("tensorflow", "jax", "torch")
+
 
 def import_keras(backend=None):
     """Imports Keras once, on `backend` if given, and returns the module.
@@ -30,10 +33,8 @@ def import_keras(backend=None):
             another backend (the backend is fixed when Keras is first imported).
     """
     if backend is not None:
-        if backend not in ("tensorflow", "jax", "torch"):
-            raise ValueError(
-                f"backend must be 'tensorflow', 'jax' or 'torch', received backend={backend!r}"
-            )
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, received backend={backend!r}")
         if "keras" in sys.modules:
             running = sys.modules["keras"].backend.backend()
             if running != backend:
