@@ -172,8 +172,9 @@ def enable_determinism(device):
     """
     if BACKEND == "tensorflow":
         tf.config.experimental.enable_op_determinism()
-    elif BACKEND == "torch" and device.startswith("cpu"):
-        torch.use_deterministic_algorithms(True)
+    elif BACKEND == "torch":
+        # A process-wide switch: off again for a GPU run in the same process.
+        torch.use_deterministic_algorithms(device.startswith("cpu"))
 
 
 def gpu_install_hint():
