@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import zlib
 
 import keras
 import numpy as np
@@ -539,3 +540,50 @@ def test_load_mnist_corrupt_file_names_it(tmp_path):
     with pytest.raises(data.DataError) as error_info:
         data.load_mnist(tmp_path, verify=False)
     assert_message(error_info, path, "truncated")
+
+
+def test_read_idx_refuses_a_gzip_bomb_while_decompressing(tmp_path):
+    # 1 MB on disk that inflates to 256 MB behind a header declaring 10 labels.
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    inflater = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 24)
+    parts = [inflater.compress(idx_bytes(np.arange(10) % 10))]
+    parts += [inflater.compress(zeros) for _ in range(16)]
+    path.write_bytes(b"".join(parts) + inflater.flush())
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(data.DataError) as error_info:
+        data.read_idx(path)
+    assert_message(error_info, path, "decompresses to more than the 18 bytes")
+    # It stops within one chunk past the declared size, not after all 256 MB.
+    inflated = []
+    real_decompressobj = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self.inner = real_decompressobj(*args, **kwargs)
+
+        def decompress(self, data, max_length=0):
+            out = self.inner.decompress(data, max_length)
+            inflated.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    zlib.decompressobj = Counting
+    try:
+        with pytest.raises(data._TooLarge):
+            data._bounded_gunzip(path.read_bytes(), chunk=1 << 16)
+    finally:
+        zlib.decompressobj = real_decompressobj
+    assert sum(inflated) <= 18 + 2 * (1 << 16) + 1
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx_rejects_a_header_with_too_many_dimensions(tmp_path, suffix):
+    path = tmp_path / f"bad-idx3-ubyte{suffix}"
+    content = bytes([0, 0, 0x08, 100]) + bytes(400)
+    path.write_bytes(gzip.compress(content) if suffix else content)
+    with pytest.raises(data.DataError) as error_info:
+        data.read_idx(path)
+    assert_message(error_info, path, "100 dimensions")

@@ -74,6 +74,11 @@ class MissingDataError(DataError, FileNotFoundError):
     """
 
 
+# The most dimensions read from an IDX header (NumPy arrays have at most 64;
+# MNIST's files have 1 or 3).
+_MAX_IDX_DIMS = 32
+
+
 def _fail(path, problem, error_class=DataError):
     """Builds the error for `path`: the path first, then what is wrong."""
     return error_class(f"{path}: {problem}", path=path)
@@ -109,7 +114,7 @@ def _read_file_bytes(path):
         return content
 
     try:
-        content = gzip.decompress(content)
+        content = _bounded_gunzip(content)
     except EOFError as error:
         raise _fail(
             path,
@@ -120,9 +125,66 @@ def _read_file_bytes(path):
         raise _fail(
             path, f"the gzip data is corrupt ({error}); replace the file."
         ) from error
+    except _TooLarge as error:
+        raise _fail(
+            path,
+            f"decompresses to more than the {error.args[0]:,} bytes its IDX header "
+            "declares; stopped reading (corrupt, or not an IDX file).",
+        ) from None
     if not content:
         raise _fail(path, "the file is empty once decompressed; replace it.")
     return content
+
+
+class _TooLarge(Exception):
+    """The gzip stream inflates past the size its IDX header declares."""
+
+
+def _bounded_gunzip(compressed, chunk=1 << 20):
+    """Decompresses gzip bytes, stopping soon after the output passes the size the IDX header declares.
+
+    A small file that inflates to gigabytes (a "zip bomb", or a corrupt
+    header) is refused after at most `chunk` bytes beyond the declared size;
+    a few extra bytes are returned, for `_parse_idx` to report exactly.
+    """
+    parts, size, limit = [], 0, None
+    data = compressed
+    while data:
+        if data[:2] != _GZIP_MAGIC:
+            raise gzip.BadGzipFile(f"{len(data)} bytes of trailing garbage after the gzip stream")
+        inflater = zlib.decompressobj(wbits=31)  # 31: one gzip member
+        while not inflater.eof:
+            budget = chunk if limit is None else max(1, min(chunk, limit + chunk + 1 - size))
+            try:
+                part = inflater.decompress(data, budget)
+            except zlib.error as error:
+                if "incorrect data check" in str(error):
+                    raise gzip.BadGzipFile("CRC check failed") from None
+                raise
+            data = inflater.unconsumed_tail
+            parts.append(part)
+            size += len(part)
+            if limit is None:
+                limit = _declared_size(b"".join(parts))
+                if limit == 0:
+                    return b"".join(parts)
+            if limit is not None and size > limit + chunk:
+                raise _TooLarge(limit)
+            if not part and not data and not inflater.eof:
+                raise EOFError("the gzip stream ends before its end marker")
+        data = inflater.unused_data  # a further gzip member, or garbage
+    return b"".join(parts)
+
+
+def _declared_size(head):
+    """The total size an IDX header declares, or None while `head` is too short to tell."""
+    if len(head) < 4 or len(head) < 4 + 4 * head[3]:
+        return None
+    ndim = head[3]
+    if ndim > _MAX_IDX_DIMS or head[2] not in IDX_DTYPES:
+        return 0  # _parse_idx rejects the header: read no further
+    dims = np.frombuffer(head, ">u4", ndim, offset=4)
+    return 4 + 4 * ndim + math.prod(int(d) for d in dims) * IDX_DTYPES[head[2]].itemsize
 
 
 def _parse_idx(content, path, copy=True):
@@ -147,6 +209,12 @@ def _parse_idx(content, path, copy=True):
             path,
             f"unsupported IDX element type 0x{type_code:02X} "
             f"(supported: {supported}).",
+        )
+    if ndim > _MAX_IDX_DIMS:
+        raise _fail(
+            path,
+            f"the header declares {ndim} dimensions; an IDX file of images or "
+            f"labels has 1 to 3 (at most {_MAX_IDX_DIMS} are read). Is it an IDX file?",
         )
     dtype = IDX_DTYPES[type_code]
     header_size = 4 + 4 * ndim
