@@ -70,6 +70,24 @@ def test_decode_and_generate_are_images():
     np.testing.assert_allclose(images, 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)
 
 
+def test_generate_decodes_in_batches(monkeypatch):
+    model = VAE(seed=0)
+    whole = model.generate(10, seed=3)
+    sizes = []
+    decode = VAE.decode
+
+    def counting(self, z, training=False):
+        sizes.append(len(z))
+        return decode(self, z, training=training)
+
+    monkeypatch.setattr(VAE, "decode", counting)
+    batched = model.generate(10, seed=3, batch_size=3)
+    assert sizes == [3, 3, 3, 1]  # memory bounded by the batch, whatever n
+    np.testing.assert_allclose(batched, whole, atol=1e-6)  # the same codes
+    with pytest.raises(ValueError, match="batch_size=0"):
+        model.generate(4, batch_size=0)
+
+
 @pytest.mark.parametrize("n", [0, -2, 2.5, True])
 def test_generate_rejects_bad_n(n):
     with pytest.raises(ValueError, match="n must be"):

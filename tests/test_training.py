@@ -276,3 +276,35 @@ def test_cli_precision_flag_reaches_the_config():
     assert _parser().parse_args(["train"]).precision == "float32"
     with pytest.raises(SystemExit):
         _parser().parse_args(["train", "--precision", "float16"])
+
+
+def test_cli_rejects_values_out_of_range_and_bad_run_files(tmp_path, capsys):
+    from vae_keras.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--seed", "4294967296"])
+    assert "a seed from 0 to 4294967295" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="adam_epsilon=inf"):
+        VAEConfig(adam_epsilon=float("inf"))
+    for name, text in (("list", "[1, 2]"), ("broken", "{not json")):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(text)
+        assert main(["train", "--epochs", "1", "--output-dir", str(run_dir)]) == 2
+        error = capsys.readouterr().err
+        assert str(run_dir / "config.json") in error and "Traceback" not in error
+
+
+def test_cli_generate_reports_the_file_it_wrote_and_an_unwritable_folder(tmp_path, capsys):
+    from vae_keras.__main__ import main
+
+    assert main(["generate", "--n", "4", "--out", str(tmp_path / "digits")]) == 0
+    assert (tmp_path / "digits.png").is_file()
+    assert f"to {tmp_path / 'digits.png'}" in capsys.readouterr().out
+    # A folder that cannot be written (here: a file stands where the folder
+    # should be, which fails even for root) is a one-line error naming it.
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file")
+    assert main(["generate", "--n", "4", "--out", str(blocker / "digits.png")]) == 2
+    error = capsys.readouterr().err
+    assert str(blocker) in error and "Traceback" not in error

@@ -45,6 +45,9 @@ def main(argv=None):
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a read-only folder, a full disk: name the file, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("Interrupted. Run the same command again to resume.", file=sys.stderr)
         return 130
@@ -93,7 +96,7 @@ def _generate(args):
 
     model = vae_keras.load_vae(args.model)
     plotting.plot_generated(model, n=args.n, seed=args.seed, path=args.out)
-    print(f"Saved {args.n} generated digits to {args.out}")
+    print(f"Saved {args.n} generated digits to {plotting.output_path(args.out)}")
     return 0
 
 
@@ -181,7 +184,7 @@ def _parser():
     _add_model_flag(evaluate)
     evaluate.add_argument("--test-size", type=_positive_int, default=None, help="first N test images only")
     evaluate.add_argument("--batch-size", type=_positive_int, default=2000, help="images per batch (speed only)")
-    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise")
+    evaluate.add_argument("--seed", type=_seed_int, default=0, help="seed of the sampling noise")
     evaluate.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     evaluate.set_defaults(run=_evaluate)
 
@@ -189,14 +192,14 @@ def _parser():
     _add_model_flag(generate)
     generate.add_argument("--n", type=_positive_int, default=25, help="number of digits (default: %(default)s)")
     generate.add_argument("--out", default="generated.png", help="PNG file to write (default: %(default)s)")
-    generate.add_argument("--seed", type=_non_negative_int, default=None, help="seed of the codes")
+    generate.add_argument("--seed", type=_seed_int, default=None, help="seed of the codes")
     generate.set_defaults(run=_generate)
 
     figures = commands.add_parser("figures", help="write every figure of notebook 4 as PNG files")
     _add_model_flag(figures)
     figures.add_argument("--out-dir", default="docs/figures", help="folder for the PNGs (default: %(default)s)")
     figures.add_argument("--history", default=None, help="history.csv for the training curve (default: the one beside the model)")
-    figures.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random choices")
+    figures.add_argument("--seed", type=_seed_int, default=0, help="seed of the random choices")
     figures.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     figures.set_defaults(run=_figures)
 
@@ -209,7 +212,7 @@ def _parser():
     train_classifier.add_argument(
         "--epochs", type=_positive_int, default=3, help="passes over the training images (default: %(default)s)"
     )
-    train_classifier.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the run (default: %(default)s)")
+    train_classifier.add_argument("--seed", type=_seed_int, default=0, help="seed of the run (default: %(default)s)")
     train_classifier.add_argument(
         "--verbose", type=int, choices=(0, 1, 2), default=2, help="Keras' fit verbosity (default: %(default)s)"
     )
@@ -224,7 +227,7 @@ def _parser():
         "--n", type=_positive_int, default=10_000, help="images per set, at most 10000 (default: %(default)s)"
     )
     quality.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seed of the codes and of the training images drawn"
+        "--seed", type=_seed_int, default=0, help="seed of the codes and of the training images drawn"
     )
     quality.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     quality.set_defaults(run=_quality)
@@ -257,7 +260,7 @@ def _add_config_flag(parser, field):
     elif field.name in ("train_size", "test_size"):
         parser.add_argument(flag, type=_positive_int, default=default, help=help_text)
     else:
-        parser.add_argument(flag, type=int, default=default, help=help_text)
+        parser.add_argument(flag, type=_seed_int if field.name == "seed" else int, default=default, help=help_text)
 
 
 def _auto_bool(text):
@@ -275,15 +278,15 @@ def _auto_or_positive_int(text):
     return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
 
-def _int_at_least(minimum, description):
-    """An argparse type: an integer >= `minimum`, with a message naming what was received."""
+def _int_at_least(minimum, description, maximum=None):
+    """An argparse type: an integer in [minimum, maximum], with a message naming what was received."""
 
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or value < minimum:
+        if value is None or value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {description}, received {text!r}")
         return value
 
@@ -291,7 +294,8 @@ def _int_at_least(minimum, description):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
+# Seeds feed NumPy's and Keras' generators, which take 32-bit unsigned integers.
+_seed_int = _int_at_least(0, "a seed from 0 to 4294967295", maximum=2**32 - 1)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ class VAEConfig:
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("epochs", self.epochs, minimum=1)
         _check_int("seed", self.seed, minimum=0)
+        if self.seed > 2**32 - 1:
+            raise ValueError(f"seed must be at most 4294967295 (32 bits), received seed={self.seed!r}")
         _check_int("eval_batch_size", self.eval_batch_size, minimum=1)
         if self.steps_per_execution != "auto":
             _check_int("steps_per_execution", self.steps_per_execution, minimum=1)
@@ -115,10 +117,11 @@ class VAEConfig:
         if (
             isinstance(self.adam_epsilon, bool)
             or not isinstance(self.adam_epsilon, (int, float))
-            or not self.adam_epsilon > 0
+            or not 0 < self.adam_epsilon < float("inf")
         ):
             raise ValueError(
-                f"adam_epsilon must be a number > 0, received adam_epsilon={self.adam_epsilon!r}"
+                "adam_epsilon must be a finite number > 0, "
+                f"received adam_epsilon={self.adam_epsilon!r}"
             )
         if self.execution_environment not in EXECUTION_ENVIRONMENTS:
             raise ValueError(

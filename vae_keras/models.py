@@ -177,24 +177,29 @@ class VAE(Steps, keras.Model):
         z = self.sampling((z_mean, z_log_var))
         return self.decode(z, training=training)
 
-    def generate(self, n=25, seed=None):
+    def generate(self, n=25, seed=None, batch_size=1_000):
         """Decodes `n` codes drawn from N(0, I) into new images.
 
         Args:
             n: number of images.
             seed: int or None; the same seed gives the same images.
+            batch_size: codes per decoder call; bounds the memory of the
+                decoder's activations, not the result.
 
         Returns:
             A NumPy float32 array of shape (n, 28, 28, 1), values in [0, 1].
 
         Raises:
-            ValueError: if `n` is not a positive integer.
+            ValueError: if `n` or `batch_size` is not a positive integer.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, received n={n!r}")
+        for name, value in (("n", n), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
         rng = np.random.default_rng(seed)
         z = rng.standard_normal((int(n), self.latent_dim)).astype("float32")
-        return ops.convert_to_numpy(self.decode(z))
+        return np.concatenate(
+            [ops.convert_to_numpy(self.decode(z[start : start + batch_size])) for start in range(0, len(z), batch_size)]
+        )
 
     def loss_terms(self, x, training=False):
         """Per-image reconstruction and KL terms of a batch (z sampled).

@@ -582,9 +582,15 @@ def _sampled_reconstructions(model, x, seed):
             state.assign(saved_state)
 
 
+def output_path(path):
+    """Where a figure asked for at `path` is written: a name without a suffix gets ".png"."""
+    path = Path(path)
+    return path.with_name(path.name + ".png") if not path.suffix else path
+
+
 def _save(figure, path):
     if path is not None:
-        path = Path(path)
+        path = output_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=DPI, bbox_inches="tight")
 

@@ -463,7 +463,18 @@ def _prepare_output_dir(output_dir, config, overwrite):
             (output_dir / name).unlink(missing_ok=True)
         shutil.rmtree(output_dir / BACKUP_DIR, ignore_errors=True)
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
+        try:
+            saved = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{config_path} is not valid JSON ({error}); it is not a run's configuration. "
+                "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
+            ) from None
+        if not isinstance(saved, dict):
+            raise ValueError(
+                f"{config_path} holds a JSON {type(saved).__name__}, not a run's configuration. "
+                "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
+            )
         if (output_dir / BACKUP_DIR).exists():
             # A field the saved run predates counts as holding its default.
             defaults = dataclasses.asdict(VAEConfig())
