@@ -308,3 +308,49 @@ def test_cli_generate_reports_the_file_it_wrote_and_an_unwritable_folder(tmp_pat
     assert main(["generate", "--n", "4", "--out", str(blocker / "digits.png")]) == 2
     error = capsys.readouterr().err
     assert str(blocker) in error and "Traceback" not in error
+
+
+def test_a_run_interrupted_in_its_first_epoch_starts_again(tmp_path, small_data, capsys):
+    config = VAEConfig(epochs=2, **CPU)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, data=small_data, verbose=1, callbacks=[Interrupt(0, 1)])
+    assert not (run_dir / "vae.keras").exists()  # nothing finished yet
+    capsys.readouterr()
+    result = training.train(config, run_dir, data=small_data, verbose=1)
+    assert "starts again from epoch 1" in capsys.readouterr().out
+    assert result.history["epoch"] == [1, 2]
+    whole = training.train(config, tmp_path / "whole", data=small_data, verbose=0)
+    assert result.history["val_elbo"] == whole.history["val_elbo"]
+
+
+def test_one_training_per_folder_at_a_time(tmp_path, small_data):
+    fcntl = pytest.importorskip("fcntl", reason="advisory file locks are POSIX-only")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / training.LOCK_FILE, "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running training holds it
+        with pytest.raises(RuntimeError, match="in use by another training"):
+            training.train(VAEConfig(epochs=1, **CPU), run_dir, data=small_data, verbose=0)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+    assert not (run_dir / "history.csv").exists()  # the refused run touched nothing
+    # Released (as when the holder ends or is killed), the folder trains.
+    assert training.train(VAEConfig(epochs=1, **CPU), run_dir, data=small_data, verbose=0).history["epoch"] == [1]
+
+
+def test_the_model_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    model = vae_keras.VAE(latent_dim=2, seed=0)
+    path = tmp_path / "vae.keras"
+    training.save_model_atomically(model, path)
+    before = path.read_bytes()
+
+    def dies_half_way(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as handle:
+            handle.write(before[: len(before) // 2])
+        raise KeyboardInterrupt  # a kill while the file is written
+
+    monkeypatch.setattr(vae_keras.VAE, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        training.save_model_atomically(model, path)
+    assert path.read_bytes() == before  # the last good model is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae.keras"]  # no partial file left

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from vae_keras.models import VAE
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "vae.keras"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
 BACKUP_DIR = "backup"
 
 # The reference's published test ELBO loss per epoch (MATLAB, GPU), epochs 1..50.
@@ -279,7 +281,7 @@ class TrainingMonitor(keras.callbacks.Callback):
                 flush=True,
             )
         if self.model_path is not None:
-            self.model.save(self.model_path)
+            save_model_atomically(self.model, self.model_path)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -339,7 +341,14 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
         raise TypeError(f"config must be a VAEConfig, received {type(config).__name__}")
     output_dir = Path(output_dir)
     device = select_device(config.execution_environment, verbose=bool(verbose))
-    _prepare_output_dir(output_dir, config, overwrite)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(output_dir):
+        return _train(config, output_dir, device, data, verbose, overwrite, callbacks)
+
+
+def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
+    """`train` once the run folder is this process's alone."""
+    _prepare_output_dir(output_dir, config, overwrite, verbose)
 
     backends.set_random_seed(config.seed)
     if not resolve_jit_compile(config, device):
@@ -455,7 +464,61 @@ def read_history(path):
     return columns
 
 
-def _prepare_output_dir(output_dir, config, overwrite):
+def _finished(output_dir, epochs):
+    """Whether the run's own record says it finished: its model, and a history row for each of its `epochs`."""
+    if not (output_dir / MODEL_FILE).is_file():
+        return False
+    try:
+        return len(read_history(output_dir / HISTORY_FILE)["epoch"]) >= epochs
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _exclusive(output_dir):
+    """Holds an exclusive lock on the run folder; the system drops it if the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks, no check
+        yield
+        return
+    path = output_dir / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RuntimeError(
+                f"{output_dir} is in use by another training ({holder}); wait for it to end, "
+                "or choose another output folder."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def save_model_atomically(model, path):
+    """Saves `model` to `path` through a temporary file and a rename: a kill leaves the old file whole."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
     config_path = output_dir / CONFIG_FILE
     config_json = dataclasses.asdict(config)
     if output_dir.exists() and overwrite:
@@ -486,11 +549,16 @@ def _prepare_output_dir(output_dir, config, overwrite):
                     "settings, choose another output folder, or pass overwrite=True "
                     "(--overwrite on the command line)."
                 )
-        elif (output_dir / HISTORY_FILE).exists():
+        elif _finished(output_dir, saved["epochs"] if isinstance(saved.get("epochs"), int) else config.epochs):
             raise FileExistsError(
                 f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
                 "choose another output folder or pass overwrite=True (--overwrite on the "
                 "command line) to replace it."
+            )
+        elif verbose and ((output_dir / HISTORY_FILE).exists() or (output_dir / MODEL_FILE).exists()):
+            print(
+                f"{output_dir} holds an unfinished run with no finished epoch to resume from "
+                "(stopped in its first epoch, or by a NaN loss): training starts again from epoch 1."
             )
     output_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config_json, indent=2) + "\n")
