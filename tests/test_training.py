@@ -149,13 +149,13 @@ def test_resume_after_interruption_repeats_the_uninterrupted_run(tmp_path, small
     with pytest.raises(KeyboardInterrupt):
         training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(2, 1)])
     assert training.read_history(run_dir / "history.csv")["epoch"] == [1, 2]
-    assert (run_dir / "backup").exists()
+    assert training.latest_checkpoint(run_dir)[1]["epoch"] == 2
 
     resumed = training.train(config, run_dir, data=small_data, verbose=0)
     assert resumed.history["epoch"] == [1, 2, 3]
     np.testing.assert_allclose(resumed.history["elbo"], whole.history["elbo"], rtol=1e-6)
     np.testing.assert_allclose(resumed.history["val_elbo"], whole.history["val_elbo"], rtol=1e-6)
-    assert not (run_dir / "backup").exists()
+    assert training.latest_checkpoint(run_dir)[1]["finished"] is True
 
 
 def test_resume_with_another_config_is_refused(tmp_path, small_data):
@@ -354,3 +354,109 @@ def test_the_model_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         training.save_model_atomically(model, path)
     assert path.read_bytes() == before  # the last good model is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vae.keras"]  # no partial file left
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at a chosen instruction: nothing after it runs."""
+
+
+def kill_at(monkeypatch, target, name, call):
+    """Makes the `call`-th call of `target.name` die: first half done for writers, nothing for renames."""
+    original = getattr(target, name)
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == call:
+            raise Killed(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, dying)
+
+
+# Each point of an epoch's checkpoint write (epoch 2 of 3: the second call),
+# then a resume that must repeat the uninterrupted run epoch for epoch.
+KILL_POINTS = {
+    "as the weights are written": (vae_keras.VAE, "save_weights", 2),
+    "between the weights and the metadata": (training, "_fsync_file", 4),
+    "before the checkpoint's rename": (training.os, "rename", 2),
+    "after the rename, before the history": (training, "write_history", 2),
+    "while the model file is replaced": (training.os, "replace", 4),
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_mnist):
+    return training.train(VAEConfig(epochs=3, shuffle=True, **CPU), tmp_path_factory.mktemp("whole"), data=small_mnist, verbose=0)
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_kill_at_any_point_of_the_checkpoint_resumes_to_the_same_run(point, tmp_path, small_data, uninterrupted, monkeypatch):
+    config = VAEConfig(epochs=3, shuffle=True, **CPU)
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        kill_at(patch, *KILL_POINTS[point])
+        with pytest.raises(Killed):
+            training.train(config, run_dir, data=small_data, verbose=0)
+    resumed = training.train(config, run_dir, data=small_data, verbose=0)
+    assert resumed.history["epoch"] == [1, 2, 3]
+    np.testing.assert_allclose(resumed.history["elbo"], uninterrupted.history["elbo"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.history["val_elbo"], uninterrupted.history["val_elbo"], rtol=1e-6)
+    assert vae_keras.load_vae(run_dir / "vae.keras").optimizer.iterations.numpy() == 3 * config.steps_per_epoch()
+    leftovers = [p.name for p in (run_dir / "checkpoint").iterdir()]
+    assert leftovers == ["epoch-0003"], leftovers
+
+
+def test_a_glued_or_cut_history_is_rewritten_from_the_checkpoint(tmp_path, small_data, uninterrupted):
+    config = VAEConfig(epochs=3, shuffle=True, **CPU)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(2, 1)])
+    history = run_dir / "history.csv"
+    history.write_text(history.read_text()[:-7])  # cut mid-row, as a kill during a plain write would
+    resumed = training.train(config, run_dir, data=small_data, verbose=0)
+    assert resumed.history["epoch"] == [1, 2, 3]
+    np.testing.assert_allclose(resumed.history["val_elbo"], uninterrupted.history["val_elbo"], rtol=1e-6)
+
+
+def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, small_data):
+    config = VAEConfig(epochs=3, **CPU)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(1, 0)])
+    meta = run_dir / "checkpoint" / "epoch-0001" / "meta.json"
+    for damage in ("", "[1, 2]", '{"epoch": 9, "history": []}'):
+        meta.write_text(damage)
+        with pytest.raises(ValueError, match=str(meta)):
+            training.train(config, run_dir, data=small_data, verbose=0)
+        assert meta.read_text() == damage  # nothing was overwritten
+    (run_dir / "checkpoint").rename(run_dir / "backup")  # an older vae_keras's interrupted run
+    with pytest.raises(FileExistsError, match="older vae_keras"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, small_data, monkeypatch, capsys):
+    import errno
+
+    from vae_keras.__main__ import main
+
+    run_dir = tmp_path / "run"
+    args = ["train", "--epochs", "3", "--train-size", "512", "--test-size", "128", "--batch-size", "128",
+            "--eval-batch-size", "128", "--execution-environment", "cpu", "--output-dir", str(run_dir), "--verbose", "0"]
+    original = vae_keras.VAE.save_weights
+    calls = []
+
+    def disk_full(self, filepath, *rest, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 2:  # epoch 2's checkpoint: simulated, as a tiny tmpfs needs mount rights
+            raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+        return original(self, filepath, *rest, **kwargs)
+
+    monkeypatch.setattr(vae_keras.VAE, "save_weights", disk_full)
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and "Traceback" not in error
+    assert training.latest_checkpoint(run_dir)[1]["epoch"] == 1  # the last good one, untouched
+    monkeypatch.setattr(vae_keras.VAE, "save_weights", original)
+    assert main(args) == 0  # space again: the same command resumes and finishes
+    assert training.read_history(run_dir / "history.csv")["epoch"] == [1, 2, 3]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras import ops
 
 from vae_keras import backends
 from vae_keras.config import EXECUTION_ENVIRONMENTS, VAEConfig
@@ -22,7 +23,9 @@ HISTORY_FILE = "history.csv"
 MODEL_FILE = "vae.keras"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
-BACKUP_DIR = "backup"
+# Folder of the last finished epoch's checkpoint (and, in older runs, Keras' backup).
+CHECKPOINT_DIR = "checkpoint"
+LEGACY_BACKUP_DIR = "backup"
 
 # The reference's published test ELBO loss per epoch (MATLAB, GPU), epochs 1..50.
 REFERENCE_TEST_ELBO = (
@@ -284,6 +287,161 @@ class TrainingMonitor(keras.callbacks.Callback):
             save_model_atomically(self.model, self.model_path)
 
 
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves each finished epoch as one unit that is either all there or not there.
+
+    Keras' `BackupAndRestore` writes its weights and then its metadata in
+    place, so a kill in between leaves a checkpoint that cannot be resumed or,
+    worse, resumes wrongly. Here an epoch's checkpoint is a folder,
+    `checkpoint/epoch-NNNN/`, holding the model's and the optimizer's state
+    (`state.weights.h5`) and `meta.json` (the epoch, every history row so far,
+    and `finished` on the last epoch). It is written under a temporary name,
+    each file flushed to disk, then renamed into place in one step, the way
+    Orbax and PyTorch Lightning save checkpoints; the previous one is removed
+    only afterwards. `history.csv` is rewritten from the checkpoint's rows
+    each epoch, so it never holds a duplicated, missing or half-written row.
+    The data order and the sampling noise of an epoch follow from its number
+    (see `EpochBatches`, `TrainingMonitor`), so the epoch number is all the
+    data state a resume needs.
+
+    Args:
+        output_dir: the run folder.
+        epochs: the run's number of epochs (the last one is marked finished).
+        monitor: the run's `TrainingMonitor` (no checkpoint after a NaN loss).
+        resume_from: the checkpoint folder to load at the start, or None.
+        history: the rows of the epochs already finished (from `resume_from`).
+        steps_per_epoch: batches per epoch, to check the loaded optimizer's
+            step count against.
+    """
+
+    def __init__(self, output_dir, epochs, monitor, resume_from=None, history=(), steps_per_epoch=None):
+        super().__init__()
+        self.expected_steps = len(history) * steps_per_epoch if steps_per_epoch else None
+        self.output_dir = Path(output_dir)
+        self.epochs = epochs
+        self.monitor = monitor
+        self.resume_from = resume_from
+        self.rows = list(history)
+
+    def on_train_begin(self, logs=None):
+        if self.resume_from is None:
+            return
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            # Adam's moments exist only once built; unbuilt, Keras would skip
+            # loading them with a warning and resume with a fresh Adam.
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.resume_from / CHECKPOINT_STATE)
+        steps = int(ops.convert_to_numpy(optimizer.iterations))
+        if self.expected_steps is not None and steps != self.expected_steps:
+            raise ValueError(
+                f"{self.resume_from / CHECKPOINT_STATE} holds an optimizer after {steps} steps, "
+                f"not the {self.expected_steps} of its {len(self.rows)} epochs; it does not "
+                "belong to this run. Pass overwrite=True (--overwrite) to start afresh."
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor.nan_at is not None:
+            return
+        row = {"epoch": epoch}
+        row.update({name: float(value) for name, value in sorted((logs or {}).items())})
+        self.rows.append(row)
+        meta = {"epoch": epoch + 1, "finished": epoch + 1 >= self.epochs, "history": self.rows}
+        write_checkpoint(self.model, self.output_dir, meta)
+        write_history(self.output_dir / HISTORY_FILE, self.rows)
+
+
+CHECKPOINT_STATE = "state.weights.h5"
+CHECKPOINT_META = "meta.json"
+
+
+def write_checkpoint(model, output_dir, meta):
+    """Writes `checkpoint/epoch-NNNN/` whole, under a temporary name first, then drops older ones."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    root.mkdir(exist_ok=True)
+    final = root / f"epoch-{meta['epoch']:04d}"
+    partial = root / f".partial-{meta['epoch']:04d}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    model.save_weights(partial / CHECKPOINT_STATE)
+    _fsync_file(partial / CHECKPOINT_STATE)
+    _write_synced(partial / CHECKPOINT_META, json.dumps(meta, indent=1).encode())
+    _fsync_file(partial)
+    shutil.rmtree(final, ignore_errors=True)  # only a rerun of the same epoch has one
+    os.rename(partial, final)
+    _fsync_file(root)
+    for old in root.iterdir():
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(output_dir):
+    """The newest complete checkpoint of a run: `(folder, meta)`, or None.
+
+    Raises:
+        ValueError: when the newest checkpoint folder is not a readable
+            checkpoint (the message names the file).
+    """
+    root = Path(output_dir) / CHECKPOINT_DIR
+    folders = sorted(root.glob("epoch-[0-9][0-9][0-9][0-9]")) if root.is_dir() else []
+    if not folders:
+        return None
+    folder = folders[-1]
+    meta_path = folder / CHECKPOINT_META
+    try:
+        meta = json.loads(meta_path.read_text())
+        valid = (
+            isinstance(meta, dict)
+            and isinstance(meta.get("epoch"), int)
+            and isinstance(meta.get("history"), list)
+            and len(meta["history"]) == meta["epoch"]
+            and (folder / CHECKPOINT_STATE).is_file()
+        )
+    except (OSError, ValueError) as error:
+        valid, meta = False, str(error)
+    if not valid:
+        raise ValueError(
+            f"{meta_path} is not a readable checkpoint ({meta if isinstance(meta, str) else 'unexpected content'}); "
+            "it was not written by vae_keras or was changed since. Pass overwrite=True "
+            "(--overwrite) to start the run afresh, or restore the folder."
+        )
+    return folder, meta
+
+
+def write_history(path, rows):
+    """Writes the per-epoch rows as `history.csv` (as Keras' CSVLogger lays it out), atomically."""
+    columns = ["epoch", *sorted({name for row in rows for name in row} - {"epoch"})]
+    lines = [",".join(columns)]
+    lines += [",".join(str(row.get(name, "")) for name in columns) for row in rows]
+    _write_synced(path, ("\n".join(lines) + "\n").encode(), atomic=True)
+
+
+def _write_synced(path, data, atomic=False):
+    """Writes `data` to `path` and flushes it to disk; `atomic`: through a temporary file and a rename."""
+    path = Path(path)
+    target = path.with_name(f".{path.name}.partial") if atomic else path
+    with open(target, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if atomic:
+        os.replace(target, path)
+
+
+def _fsync_file(path):
+    """Flushes a file's or a folder's entry to disk (no-op where a folder cannot be opened)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 class TrainingDiverged(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
@@ -311,10 +469,13 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     """Trains a VAE with the reference protocol and reports the test ELBO each epoch.
 
     The run writes into `output_dir`: `config.json`, `history.csv` (one row
-    per epoch), `vae.keras` (the model after the last finished epoch) and,
-    while it runs, `backup/` (model and optimizer state after each epoch).
-    If a run in the same folder was interrupted, calling `train` again with
-    the same configuration resumes after its last finished epoch.
+    per epoch), `vae.keras` (the model after the last finished epoch),
+    `checkpoint/` (the last finished epoch's model and optimizer state,
+    written whole or not at all, see `EpochCheckpoint`) and `.lock` (one
+    training per folder at a time). If a run in the same folder was
+    interrupted, at any moment, calling `train` again with the same
+    configuration resumes after its last finished epoch, to the result of an
+    uninterrupted run.
 
     Args:
         config: a `VAEConfig`; the reference settings when None.
@@ -334,7 +495,10 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
             with another configuration) and `overwrite` is False.
         TrainingDiverged: when the loss becomes NaN; the model of the last
             good epoch stays in `output_dir`.
-        RuntimeError: for execution_environment "gpu" without a GPU.
+        RuntimeError: for execution_environment "gpu" without a GPU, or when
+            another training holds `output_dir`.
+        ValueError: when the folder's checkpoint or `config.json` is damaged
+            (the message names the file; nothing is overwritten).
     """
     config = config if config is not None else VAEConfig()
     if not isinstance(config, VAEConfig):
@@ -369,7 +533,11 @@ def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
     distribution = make_distribution(config, device)
 
     monitor = TrainingMonitor(batches, config.seed, output_dir / MODEL_FILE, verbose=bool(verbose))
-    resumed = (output_dir / BACKUP_DIR).exists()
+    latest = latest_checkpoint(output_dir)
+    resume_from, history_rows = (latest[0], latest[1]["history"]) if latest else (None, [])
+    if resume_from is not None:
+        # The history is the checkpoint's, whatever a kill left in history.csv.
+        write_history(output_dir / HISTORY_FILE, history_rows)
     with backends.device_scope(device), (distribution.scope() if distribution else contextlib.nullcontext()):
         model = build_model(config, device, batches.steps)
         if verbose:
@@ -384,17 +552,17 @@ def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
             # the reference's line is printed below it.
             keras.callbacks.ProgbarLogger(),
             monitor,
-            keras.callbacks.BackupAndRestore(str(output_dir / BACKUP_DIR)),
-            keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resumed),
+            EpochCheckpoint(output_dir, config.epochs, monitor, resume_from, history_rows, batches.steps),
             *callbacks,
         ]
-        if resumed and verbose:
-            print(f"Resuming the interrupted run in {output_dir} after its last finished epoch.")
+        if resume_from is not None and verbose:
+            print(f"Resuming the interrupted run in {output_dir} after its epoch {len(history_rows)}.")
         start = time.perf_counter()
         model.fit(
             batches,
             shuffle=False,  # EpochBatches orders the images itself
             steps_per_epoch=batches.steps,
+            initial_epoch=len(history_rows),
             epochs=config.epochs,
             validation_data=x_test,
             validation_batch_size=config.eval_batch_size,
@@ -404,7 +572,7 @@ def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
     seconds = time.perf_counter() - start
     if verbose:
         print(f"Training took {seconds:.1f} s (compilation, {config.epochs} epochs' training and test evaluations).")
-    history = read_history(output_dir / HISTORY_FILE)
+    history = read_history(output_dir / HISTORY_FILE) if (output_dir / HISTORY_FILE).is_file() else {"epoch": []}
     if monitor.nan_at is not None:
         epoch, batch = monitor.nan_at
         raise TrainingDiverged(
@@ -521,24 +689,27 @@ def save_model_atomically(model, path):
 def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
     config_path = output_dir / CONFIG_FILE
     config_json = dataclasses.asdict(config)
-    if output_dir.exists() and overwrite:
+    if overwrite:
         for name in (HISTORY_FILE, MODEL_FILE, CONFIG_FILE):
             (output_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(output_dir / BACKUP_DIR, ignore_errors=True)
-    if config_path.exists():
-        try:
-            saved = json.loads(config_path.read_text())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"{config_path} is not valid JSON ({error}); it is not a run's configuration. "
-                "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
-            ) from None
-        if not isinstance(saved, dict):
-            raise ValueError(
-                f"{config_path} holds a JSON {type(saved).__name__}, not a run's configuration. "
-                "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
+        for name in (CHECKPOINT_DIR, LEGACY_BACKUP_DIR):
+            shutil.rmtree(output_dir / name, ignore_errors=True)
+    if (output_dir / LEGACY_BACKUP_DIR).exists():
+        raise FileExistsError(
+            f"{output_dir} holds an interrupted run of an older vae_keras (its "
+            f"{LEGACY_BACKUP_DIR}/ folder), which this version cannot resume; finish it with "
+            "that version, or pass overwrite=True (--overwrite) to start afresh."
+        )
+    latest = latest_checkpoint(output_dir)  # a damaged checkpoint is an error naming its file
+    saved = _saved_config(config_path) if config_path.exists() else None
+    if latest is not None:
+        if latest[1].get("finished"):
+            raise FileExistsError(
+                f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
+                "choose another output folder or pass overwrite=True (--overwrite on the "
+                "command line) to replace it."
             )
-        if (output_dir / BACKUP_DIR).exists():
+        if saved is not None:
             # A field the saved run predates counts as holding its default.
             defaults = dataclasses.asdict(VAEConfig())
             differing = sorted(k for k in config_json if saved.get(k, defaults[k]) != config_json[k])
@@ -549,16 +720,35 @@ def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
                     "settings, choose another output folder, or pass overwrite=True "
                     "(--overwrite on the command line)."
                 )
-        elif _finished(output_dir, saved["epochs"] if isinstance(saved.get("epochs"), int) else config.epochs):
-            raise FileExistsError(
-                f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
-                "choose another output folder or pass overwrite=True (--overwrite on the "
-                "command line) to replace it."
-            )
-        elif verbose and ((output_dir / HISTORY_FILE).exists() or (output_dir / MODEL_FILE).exists()):
-            print(
-                f"{output_dir} holds an unfinished run with no finished epoch to resume from "
-                "(stopped in its first epoch, or by a NaN loss): training starts again from epoch 1."
-            )
+    elif saved is not None and _finished(output_dir, saved["epochs"] if isinstance(saved.get("epochs"), int) else config.epochs):
+        # A run made before checkpoints recorded `finished`.
+        raise FileExistsError(
+            f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
+            "choose another output folder or pass overwrite=True (--overwrite on the "
+            "command line) to replace it."
+        )
+    elif verbose and saved is not None:
+        print(
+            f"{output_dir} holds an unfinished run with no finished epoch to resume from "
+            "(stopped in its first epoch, or by a NaN loss): training starts again from epoch 1."
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config_json, indent=2) + "\n")
+    _write_synced(config_path, (json.dumps(config_json, indent=2) + "\n").encode(), atomic=True)
+
+
+def _saved_config(config_path):
+    """The configuration a run folder holds, as a dict; a clear error for anything else."""
+    try:
+        saved = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{config_path} is not valid JSON ({error}); it is not a run's configuration. "
+            "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
+        ) from None
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"{config_path} holds a JSON {type(saved).__name__}, not a run's configuration. "
+            "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
+        )
+    return saved
+
