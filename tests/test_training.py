@@ -223,8 +223,11 @@ def test_nan_stops_with_a_clear_message_and_keeps_the_last_good_model(tmp_path, 
         training.train(config, run_dir, data=small_data, verbose=0)
     assert "learning_rate" in str(error_info.value)
     if (run_dir / "vae.keras").exists():
+        assert str(run_dir / "vae.keras") in str(error_info.value)
         model = vae_keras.load_vae(run_dir / "vae.keras")
         assert all(np.isfinite(w).all() for w in model.get_weights())
+    else:  # diverged in its first epoch: the message must not point to a missing file
+        assert "No epoch finished" in str(error_info.value)
 
 
 def test_read_history_errors(tmp_path):
@@ -430,6 +433,9 @@ def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, small
         with pytest.raises(ValueError, match=str(meta)):
             training.train(config, run_dir, data=small_data, verbose=0)
         assert meta.read_text() == damage  # nothing was overwritten
+    meta.write_text('{"epoch": 9, "finished": false, "history": [%s]}' % ", ".join(["{}"] * 9))
+    with pytest.raises(ValueError, match="past this run's 3 epochs"):
+        training.train(config, run_dir, data=small_data, verbose=0)
     (run_dir / "checkpoint").rename(run_dir / "backup")  # an older vae_keras's interrupted run
     with pytest.raises(FileExistsError, match="older vae_keras"):
         training.train(config, run_dir, data=small_data, verbose=0)

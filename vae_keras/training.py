@@ -575,10 +575,15 @@ def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
     history = read_history(output_dir / HISTORY_FILE) if (output_dir / HISTORY_FILE).is_file() else {"epoch": []}
     if monitor.nan_at is not None:
         epoch, batch = monitor.nan_at
+        kept = (
+            f"The model of the last finished epoch is in {output_dir / MODEL_FILE}"
+            if (output_dir / MODEL_FILE).is_file()
+            else "No epoch finished, so no model was saved"
+        )
         raise TrainingDiverged(
             f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, "
-            f"batch {batch + 1} (learning_rate={config.learning_rate}). The model of the "
-            f"last finished epoch is in {output_dir / MODEL_FILE}; try a lower learning rate."
+            f"batch {batch + 1} (learning_rate={config.learning_rate}). {kept}; try a lower "
+            "learning rate."
         )
     return TrainingResult(model=model, history=history, output_dir=output_dir, device=device)
 
@@ -703,6 +708,12 @@ def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
     latest = latest_checkpoint(output_dir)  # a damaged checkpoint is an error naming its file
     saved = _saved_config(config_path) if config_path.exists() else None
     if latest is not None:
+        if latest[1]["epoch"] > config.epochs:
+            raise ValueError(
+                f"{latest[0] / CHECKPOINT_META} records epoch {latest[1]['epoch']}, past this run's "
+                f"{config.epochs} epochs; it belongs to another run. Choose another output folder, "
+                "or pass overwrite=True (--overwrite) to start afresh."
+            )
         if latest[1].get("finished"):
             raise FileExistsError(
                 f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
