@@ -433,6 +433,16 @@ def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, small
         with pytest.raises(ValueError, match=str(meta)):
             training.train(config, run_dir, data=small_data, verbose=0)
         assert meta.read_text() == damage  # nothing was overwritten
+    good = (run_dir / "checkpoint" / "epoch-0001" / "state.weights.h5").read_bytes()
+    meta.unlink()
+    with pytest.raises(ValueError, match=str(meta)):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    meta.write_text('{"epoch": 1, "finished": false, "history": [{}]}')
+    state = run_dir / "checkpoint" / "epoch-0001" / "state.weights.h5"
+    state.write_bytes(good[: len(good) // 2])  # weights cut short, the optimizer's section lost
+    with pytest.raises(ValueError, match=str(state)):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    assert state.read_bytes() == good[: len(good) // 2]
     meta.write_text('{"epoch": 9, "finished": false, "history": [%s]}' % ", ".join(["{}"] * 9))
     with pytest.raises(ValueError, match="past this run's 3 epochs"):
         training.train(config, run_dir, data=small_data, verbose=0)
@@ -466,3 +476,40 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, small_data,
     monkeypatch.setattr(vae_keras.VAE, "save_weights", original)
     assert main(args) == 0  # space again: the same command resumes and finishes
     assert training.read_history(run_dir / "history.csv")["epoch"] == [1, 2, 3]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """An 8 MB tmpfs: room for the first epoch's files, not for the second's."""
+    mount_point = tmp_path / "tiny_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'needs root'}); "
+                    "test_a_full_disk_keeps_the_last_checkpoint_and_says_so simulates it")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_real_full_disk_is_a_clear_error_and_loses_no_finished_epoch(tiny_disk, tmp_path, capsys):
+    import shutil
+
+    from vae_keras.__main__ import main
+
+    def args(run_dir):
+        return ["train", "--epochs", "3", "--train-size", "512", "--test-size", "128", "--batch-size", "128",
+                "--eval-batch-size", "128", "--execution-environment", "cpu", "--verbose", "0",
+                "--output-dir", str(run_dir)]
+
+    run_dir = tiny_disk / "run"
+    assert main(args(run_dir)) == 2
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and "Traceback" not in error
+    assert training.latest_checkpoint(run_dir)[1]["epoch"] >= 1  # finished epochs kept
+    vae_keras.load_vae(run_dir / "vae.keras")  # the last good model is whole
+    moved = tmp_path / "run"  # room again: the same command finishes the run
+    shutil.copytree(run_dir, moved, ignore=shutil.ignore_patterns(".lock"))
+    assert main(args(moved)) == 0
+    assert training.read_history(moved / "history.csv")["epoch"] == [1, 2, 3]

@@ -331,7 +331,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             # Adam's moments exist only once built; unbuilt, Keras would skip
             # loading them with a warning and resume with a fresh Adam.
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.resume_from / CHECKPOINT_STATE)
+        state = self.resume_from / CHECKPOINT_STATE
+        try:
+            self.model.load_weights(state)
+        except Exception as error:  # h5py and Keras raise many types for a damaged file
+            raise ValueError(
+                f"{state} could not be loaded ({type(error).__name__}: {error}); it was changed "
+                "since it was written. Pass overwrite=True (--overwrite) to start afresh."
+            ) from None
         steps = int(ops.convert_to_numpy(optimizer.iterations))
         if self.expected_steps is not None and steps != self.expected_steps:
             raise ValueError(
