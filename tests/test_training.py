@@ -513,3 +513,42 @@ def test_a_real_full_disk_is_a_clear_error_and_loses_no_finished_epoch(tiny_disk
     shutil.copytree(run_dir, moved, ignore=shutil.ignore_patterns(".lock"))
     assert main(args(moved)) == 0
     assert training.read_history(moved / "history.csv")["epoch"] == [1, 2, 3]
+
+
+KILL_SCRIPT = """
+import sys
+import vae_keras
+(x_train, y_train), (x_test, y_test) = vae_keras.load_mnist()
+data = ((x_train[:512], y_train[:512]), (x_test[:128], y_test[:128]))
+config = vae_keras.VAEConfig(epochs=6, shuffle=True, train_size=512, test_size=128, batch_size=128,
+                             eval_batch_size=128, execution_environment="cpu")
+vae_keras.train(config, output_dir=sys.argv[1], data=data, verbose=1)
+"""
+
+
+@pytest.mark.slow_off_tensorflow
+def test_sigkill_at_chosen_moments_then_resume_equals_the_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    def start(run_dir):
+        return subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run_dir)], stdout=subprocess.PIPE, text=True)
+
+    whole = tmp_path / "whole"
+    assert start(whole).wait(timeout=600) == 0
+    run_dir = tmp_path / "killed"
+    # SIGKILL right after an epoch's line (while its files are written), and a little later.
+    for epoch, delay in ((2, 0.0), (3, 0.05), (4, 0.15)):
+        process = start(run_dir)
+        for line in process.stdout:
+            if line.startswith(f"Epoch : {epoch} "):
+                time.sleep(delay)
+                process.send_signal(signal.SIGKILL)
+                break
+        process.wait(timeout=60)
+        assert process.returncode == -signal.SIGKILL
+    assert start(run_dir).wait(timeout=600) == 0
+    resumed, reference = training.read_history(run_dir / "history.csv"), training.read_history(whole / "history.csv")
+    assert resumed["epoch"] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(resumed["val_elbo"], reference["val_elbo"], rtol=1e-6)
+    np.testing.assert_allclose(resumed["elbo"], reference["elbo"], rtol=1e-6)
