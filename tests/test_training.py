@@ -393,6 +393,7 @@ def uninterrupted(tmp_path_factory, small_mnist):
     return training.train(VAEConfig(epochs=3, shuffle=True, **CPU), tmp_path_factory.mktemp("whole"), data=small_mnist, verbose=0)
 
 
+@pytest.mark.slow_off_tensorflow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_kill_at_any_point_of_the_checkpoint_resumes_to_the_same_run(point, tmp_path, small_data, uninterrupted, monkeypatch):
     config = VAEConfig(epochs=3, shuffle=True, **CPU)
@@ -410,6 +411,7 @@ def test_a_kill_at_any_point_of_the_checkpoint_resumes_to_the_same_run(point, tm
     assert leftovers == ["epoch-0003"], leftovers
 
 
+@pytest.mark.slow_off_tensorflow
 def test_a_glued_or_cut_history_is_rewritten_from_the_checkpoint(tmp_path, small_data, uninterrupted):
     config = VAEConfig(epochs=3, shuffle=True, **CPU)
     run_dir = tmp_path / "run"
@@ -451,6 +453,7 @@ def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, small
         training.train(config, run_dir, data=small_data, verbose=0)
 
 
+@pytest.mark.slow_off_tensorflow
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, small_data, monkeypatch, capsys):
     import errno
 
@@ -493,6 +496,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount_point)], check=False)
 
 
+@pytest.mark.slow_off_tensorflow
 def test_a_real_full_disk_is_a_clear_error_and_loses_no_finished_epoch(tiny_disk, tmp_path, capsys):
     import shutil
 
