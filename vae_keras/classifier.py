@@ -1,15 +1,15 @@
 """A small digit classifier, the yardstick of the sample-quality report."""
 
 import json
-import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
+from vae_keras.config import _check_int
 from vae_keras.data import load_mnist
-from vae_keras.models import IMAGE_SHAPE
+from vae_keras.models import IMAGE_SHAPE, load_keras_file, save_model_atomically
 
 # The classifier that ships with the project, trained by `python -m vae_keras train-classifier`.
 CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / "digit_classifier.keras"
@@ -75,9 +75,9 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
         ValueError: when `epochs` or `batch_size` is not a positive integer,
             `seed` a non-negative one, or `path` does not end in `.keras`.
     """
-    _check_int(epochs, "epochs", 1)
-    _check_int(batch_size, "batch_size", 1)
-    _check_int(seed, "seed", 0)
+    _check_int("epochs", epochs, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seed", seed, 0)
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"The classifier is saved as a .keras file, received path={str(path)!r}")
@@ -107,9 +107,7 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
     # A copy without the optimizer: a third of the size, and all that inference needs.
     inference_copy = build_classifier(name=classifier.name)
     inference_copy.set_weights(classifier.get_weights())
-    temporary = path.with_name(path.stem + ".partial.keras")
-    inference_copy.save(temporary)
-    temporary.replace(path)
+    save_model_atomically(inference_copy, path)
     config = {
         "epochs": epochs,
         "seed": seed,
@@ -148,25 +146,11 @@ def load_classifier(path=None):
             model is not a 10-class classifier with a "features" layer.
     """
     path = Path(CLASSIFIER_PATH if path is None else path)
-    if not path.is_file():
-        hint = (
-            " The classifier ships with the project in models/; train it again with "
-            "`python -m vae_keras train-classifier` or pass --classifier PATH."
-            if path == CLASSIFIER_PATH
-            else ""
-        )
-        raise FileNotFoundError(f"No classifier file at {path}.{hint}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"Could not load a classifier from {path}: it is not a .keras model archive "
-            "(a zip archive written by model.save); it may be truncated or another kind of file."
-        )
-    try:
-        classifier = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(
-            f"Could not load a classifier from {path}: {type(error).__name__}: {error}"
-        ) from error
+    hint = (
+        "The classifier ships with the project in models/; train it again with "
+        "`python -m vae_keras train-classifier` or pass --classifier PATH."
+    )
+    classifier = load_keras_file(path, "classifier", hint if path == CLASSIFIER_PATH else "", compile=False)
     layer_names = [layer.name for layer in getattr(classifier, "layers", [])]
     if FEATURES_LAYER not in layer_names or tuple(classifier.outputs[0].shape[1:]) != (NUM_CLASSES,):
         raise ValueError(
@@ -175,9 +159,3 @@ def load_classifier(path=None):
             f"{classifier.name!r} with layers {layer_names}"
         )
     return classifier
-
-
-def _check_int(value, name, minimum):
-    """Raises a ValueError naming `name` unless `value` is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, received {name}={value!r}")

@@ -3,6 +3,8 @@
 import dataclasses
 import os
 
+import numpy as np
+
 # Numeric precision of the layers' computations: "float32" as the reference, or
 # "mixed_bfloat16" (bfloat16 arithmetic, float32 weights, loss and optimizer).
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -155,7 +157,8 @@ class VAEConfig:
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """Raises a ValueError naming `name` unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, received {name}={value!r}")
 
 

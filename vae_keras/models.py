@@ -1,5 +1,6 @@
 """The reference encoder and decoder, and the VAE model that trains them together."""
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -266,6 +267,52 @@ def _check_latent_dim(latent_dim):
 PRETRAINED_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "vae_mnist.keras"
 
 
+def save_model_atomically(model, path):
+    """Saves `model` to `path` through a temporary file and a rename: a kill leaves the old file whole."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_keras_file(path, what, hint="", compile=True):
+    """Loads a `.keras` file with a one-line error naming it: missing, not an archive, unreadable.
+
+    Args:
+        path: the `.keras` file.
+        what: what the file should hold, for the messages ("model", "classifier").
+        hint: a sentence added when the file is missing.
+        compile: passed to `keras.saving.load_model`.
+
+    Returns:
+        What `keras.saving.load_model` returns.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it is not a readable `.keras` archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No {what} file at {path}." + (f" {hint}" if hint else ""))
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Could not load a {what} from {path}: it is not a .keras model archive (a "
+            ".keras file is a zip archive written by model.save); it may be truncated "
+            "or another kind of file."
+        )
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise ValueError(
+            f"Could not load a {what} from {path}: {type(error).__name__}: {error}"
+        ) from error
+
+
 def load_vae(path=None):
     """Loads a saved `VAE` (`.keras` file), by default the pretrained one.
 
@@ -281,26 +328,11 @@ def load_vae(path=None):
         ValueError: when the file is not a readable `.keras` VAE.
     """
     path = Path(PRETRAINED_MODEL_PATH if path is None else path)
-    if not path.is_file():
-        hint = (
-            " The pretrained model ships with the project in models/; train one with "
-            "`python -m vae_keras train` or pass --model PATH."
-            if path == PRETRAINED_MODEL_PATH
-            else ""
-        )
-        raise FileNotFoundError(f"No model file at {path}.{hint}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"Could not load a model from {path}: it is not a .keras model archive (a "
-            ".keras file is a zip archive written by model.save); it may be truncated "
-            "or another kind of file."
-        )
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(
-            f"Could not load a model from {path}: {type(error).__name__}: {error}"
-        ) from error
+    hint = (
+        "The pretrained model ships with the project in models/; train one with "
+        "`python -m vae_keras train` or pass --model PATH."
+    )
+    model = load_keras_file(path, "model", hint if path == PRETRAINED_MODEL_PATH else "")
     if not isinstance(model, VAE):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a vae_keras VAE")
     return model

@@ -9,12 +9,11 @@ import matplotlib.figure
 import numpy as np
 from keras import ops
 
+from vae_keras import analysis
 from vae_keras.training import REFERENCE_TEST_ELBO, read_history
 
 # Resolution of the saved PNG files.
 DPI = 120
-# Images per encoder call: bounds the memory used to encode the 10,000 test images.
-ENCODE_BATCH_SIZE = 2_000
 # One distinct colour per digit. The reference uses parula(10), a sequential
 # map whose neighbouring digits are hard to tell apart; tab10 is made for classes.
 DIGIT_COLORMAP = matplotlib.colors.ListedColormap(
@@ -100,7 +99,7 @@ def plot_latent_space(model, x, y, path=None):
     x = _images(x)
     y = _labels(y, x)
     _check_at_least_two(x, "plot_latent_space")
-    z_mean, z_log_var = encode(model, x)
+    z_mean, z_log_var = analysis.encode(model, x)
 
     figure = matplotlib.figure.Figure(figsize=(12, 5.6), layout="constrained")
     axes = figure.subplots(1, 2)
@@ -180,7 +179,7 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     if steps < 2:
         raise ValueError(f"steps must be at least 2 (both ends are decoded), received steps={steps!r}")
     pair = np.stack([_one_image(x_start, "x_start"), _one_image(x_end, "x_end")])
-    z_mean, _ = encode(model, pair)
+    z_mean, _ = analysis.encode(model, pair)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
     codes = (1.0 - t) * z_mean[0] + t * z_mean[1]
     decoded = ops.convert_to_numpy(model.decode(codes))
@@ -230,7 +229,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
         raise ValueError(f"span must be a positive number, received span={span!r}")
     x = _images(x)
     _check_at_least_two(x, "plot_latent_grid")
-    z_mean, _ = encode(model, x)
+    z_mean, _ = analysis.encode(model, x)
     pca = PCA(n_components=2).fit(z_mean)
     directions = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
     values = np.linspace(-span, span, n)
@@ -397,8 +396,6 @@ def plot_kl_per_dimension(kl, threshold=None, path=None):
     Raises:
         ValueError: if `kl` is not a non-empty 1-D array.
     """
-    from vae_keras import analysis
-
     kl = np.asarray(kl, dtype="float64")
     if kl.ndim != 1 or len(kl) == 0:
         raise ValueError(f"kl must be a non-empty 1-D array (one value per dimension), received shape {kl.shape}")
@@ -510,25 +507,6 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         _save(make_figure(), out_dir / name)
         written.append(out_dir / name)
     return written
-
-
-def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
-    """Encodes images in batches into NumPy means and log-variances.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x: images, shape (N, 28, 28, 1).
-        batch_size: images per encoder call (memory only).
-
-    Returns:
-        A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
-    """
-    means, log_variances = [], []
-    for start in range(0, len(x), batch_size):
-        z_mean, z_log_var = model.encode(x[start : start + batch_size])
-        means.append(ops.convert_to_numpy(z_mean))
-        log_variances.append(ops.convert_to_numpy(z_log_var))
-    return np.concatenate(means), np.concatenate(log_variances)
 
 
 def tile_images(images, columns=None):

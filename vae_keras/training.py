@@ -17,7 +17,7 @@ from keras import ops
 from vae_keras import backends
 from vae_keras.config import EXECUTION_ENVIRONMENTS, VAEConfig
 from vae_keras.data import load_mnist
-from vae_keras.models import VAE
+from vae_keras.models import VAE, save_model_atomically
 
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "vae.keras"
@@ -683,19 +683,6 @@ def _exclusive(output_dir):
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def save_model_atomically(model, path):
-    """Saves `model` to `path` through a temporary file and a rename: a kill leaves the old file whole."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.partial.keras")
-    try:
-        model.save(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
