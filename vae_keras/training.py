@@ -227,9 +227,10 @@ class EpochBatches(keras.utils.PyDataset):
 class TrainingMonitor(keras.callbacks.Callback):
     """Per-epoch bookkeeping of the reference protocol.
 
-    At the start of each epoch it selects the epoch's data order and resets the
-    sampling noise to a stream derived from the seed and the epoch (so that a
-    resumed run repeats an uninterrupted one). At the end it records the
+    At the start of the first epoch it tells `EpochBatches` where the run
+    starts, and at the start of each epoch it resets the sampling noise to a
+    stream derived from the seed and the epoch (so that a resumed run repeats
+    an uninterrupted one). At the end it records the
     epoch's training time (without the test evaluation, as the reference's
     `toc`), prints the reference's line, and saves the model, unless the loss
     has become NaN, in which case training stops and the last good model stays.
@@ -519,7 +520,7 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
 
 def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
     """`train` once the run folder is this process's alone."""
-    _prepare_output_dir(output_dir, config, overwrite, verbose)
+    latest = _prepare_output_dir(output_dir, config, overwrite, verbose)
 
     backends.set_random_seed(config.seed)
     if not resolve_jit_compile(config, device):
@@ -540,7 +541,6 @@ def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
     distribution = make_distribution(config, device)
 
     monitor = TrainingMonitor(batches, config.seed, output_dir / MODEL_FILE, verbose=bool(verbose))
-    latest = latest_checkpoint(output_dir)
     resume_from, history_rows = (latest[0], latest[1]["history"]) if latest else (None, [])
     if resume_from is not None:
         # The history is the checkpoint's, whatever a kill left in history.csv.
@@ -686,6 +686,7 @@ def _exclusive(output_dir):
 
 
 def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
+    """Checks the run folder against `config`; returns its latest checkpoint `(folder, meta)` or None."""
     config_path = output_dir / CONFIG_FILE
     config_json = dataclasses.asdict(config)
     if overwrite:
@@ -739,6 +740,7 @@ def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_synced(config_path, (json.dumps(config_json, indent=2) + "\n").encode(), atomic=True)
+    return latest
 
 
 def _saved_config(config_path):
