@@ -122,7 +122,7 @@ EVALUATE_SCRIPT = """
     import vae_keras
     (_, _), (x_test, _) = vae_keras.load_mnist()
     model = vae_keras.load_vae()
-    model.sampling.seed_generator.state.assign([0, 0])
+    model.sampling.reseed(0)
     print(json.dumps(vae_keras.evaluate(model, x_test[:2000])))
 """
 

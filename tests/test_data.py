@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from idx_files import write_idx
 from vae_keras import data
 
 # Sanity figures of the real MNIST (see data/README.md).
@@ -56,7 +57,7 @@ def make_mnist_dir(directory, suffix=".gz", num_train=12, num_test=5, **arrays):
     for name, array in arrays.items():
         files[name.replace("_", "-")] = array
     for name, array in files.items():
-        data.write_idx(directory / f"{name}{suffix}", array)
+        write_idx(directory / f"{name}{suffix}", array)
     return files
 
 
@@ -232,7 +233,7 @@ def test_write_read_idx_round_trip(tmp_path, dtype, suffix):
         extremes = [info.min, info.max, 0, 1]
     array = np.resize(np.array(extremes, dtype), (3, 4, 5))
     array.flat[: 60 - len(extremes)] = np.arange(60 - len(extremes)) % 100
-    path = data.write_idx(tmp_path / f"array-idx3{suffix}", array)
+    path = write_idx(tmp_path / f"array-idx3{suffix}", array)
 
     result = data.read_idx(path)
 
@@ -246,7 +247,7 @@ def test_write_read_idx_round_trip(tmp_path, dtype, suffix):
 
 
 def test_write_idx_is_big_endian(tmp_path):
-    path = data.write_idx(tmp_path / "small-idx1", np.array([1, 258], np.int16))
+    path = write_idx(tmp_path / "small-idx1", np.array([1, 258], np.int16))
     assert path.read_bytes() == (
         b"\x00\x00\x0b\x01" + b"\x00\x00\x00\x02" + b"\x00\x01\x01\x02"
     )
@@ -254,14 +255,14 @@ def test_write_idx_is_big_endian(tmp_path):
 
 def test_write_idx_accepts_big_endian_input(tmp_path):
     array = np.array([[1.5, -2.0]], ">f8")
-    path = data.write_idx(tmp_path / "big-idx2", array)
+    path = write_idx(tmp_path / "big-idx2", array)
     np.testing.assert_array_equal(data.read_idx(path), array)
 
 
 def test_write_idx_gzip_is_deterministic(tmp_path):
     array = np.arange(100, dtype=np.uint8)
-    first = data.write_idx(tmp_path / "a-idx1.gz", array).read_bytes()
-    second = data.write_idx(tmp_path / "b-idx1.gz", array).read_bytes()
+    first = write_idx(tmp_path / "a-idx1.gz", array).read_bytes()
+    second = write_idx(tmp_path / "b-idx1.gz", array).read_bytes()
     assert first == second
     assert gzip.decompress(first) == idx_bytes(array)
 
@@ -269,7 +270,7 @@ def test_write_idx_gzip_is_deterministic(tmp_path):
 @pytest.mark.parametrize("dtype", ["int64", "uint16", "bool", "complex64"])
 def test_write_idx_rejects_unsupported_dtype(tmp_path, dtype):
     with pytest.raises(ValueError, match=dtype):
-        data.write_idx(tmp_path / "x-idx1", np.zeros(3, dtype))
+        write_idx(tmp_path / "x-idx1", np.zeros(3, dtype))
 
 
 def test_read_idx_detects_gzip_by_magic_not_name(tmp_path):
@@ -279,7 +280,7 @@ def test_read_idx_detects_gzip_by_magic_not_name(tmp_path):
 
 
 def test_read_idx_zero_length_dimension(tmp_path):
-    path = data.write_idx(tmp_path / "none-idx3", np.zeros((0, 28, 28), np.uint8))
+    path = write_idx(tmp_path / "none-idx3", np.zeros((0, 28, 28), np.uint8))
     assert data.read_idx(path).shape == (0, 28, 28)
 
 

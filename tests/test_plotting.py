@@ -12,7 +12,7 @@ import pytest
 import vae_keras
 from vae_keras import plotting
 from vae_keras.__main__ import main
-from vae_keras.training import REFERENCE_TEST_ELBO
+from vae_keras.records import REFERENCE_TEST_ELBO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUM_IMAGES = 300  # the first 300 test images hold every digit
@@ -284,7 +284,7 @@ def test_interpolation_ends(model, test_data):
 
 def test_interpolation_rejects_bad_arguments(model, test_data):
     x, _ = test_data
-    with pytest.raises(ValueError, match="steps must be at least 2"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 2"):
         plotting.plot_interpolation(model, x[0], x[1], steps=1)
     with pytest.raises(ValueError, match="x_end"):
         plotting.plot_interpolation(model, x[0], x[:2])

@@ -368,7 +368,7 @@ def test_plot_least_confident(pretrained, digit_classifier):
     assert titles == sorted(titles)  # least sure first
     _, probabilities = quality.classify(digit_classifier, pretrained.generate(200, seed=0))
     assert titles[0] == pytest.approx(probabilities.max(axis=1).min(), abs=0.005)
-    with pytest.raises(ValueError, match="n=30 and pool=20"):
+    with pytest.raises(ValueError, match=r"from 1 to 20 \(the pool\), received n=30"):
         quality.plot_least_confident(pretrained, digit_classifier, n=30, pool=20)
 
 

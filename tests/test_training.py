@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vae_keras
-from vae_keras import VAEConfig, training
+from vae_keras import VAEConfig, records, training
 
 SMALL = dict(train_size=512, test_size=128, batch_size=128, eval_batch_size=128)
 
@@ -148,14 +148,14 @@ def test_resume_after_interruption_repeats_the_uninterrupted_run(tmp_path, small
     run_dir = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(2, 1)])
-    assert training.read_history(run_dir / "history.csv")["epoch"] == [1, 2]
-    assert training.latest_checkpoint(run_dir)[1]["epoch"] == 2
+    assert records.read_history(run_dir / "history.csv")["epoch"] == [1, 2]
+    assert records.latest_checkpoint(run_dir)[1]["epoch"] == 2
 
     resumed = training.train(config, run_dir, data=small_data, verbose=0)
     assert resumed.history["epoch"] == [1, 2, 3]
     np.testing.assert_allclose(resumed.history["elbo"], whole.history["elbo"], rtol=1e-6)
     np.testing.assert_allclose(resumed.history["val_elbo"], whole.history["val_elbo"], rtol=1e-6)
-    assert training.latest_checkpoint(run_dir)[1]["finished"] is True
+    assert records.latest_checkpoint(run_dir)[1]["finished"] is True
 
 
 def test_resume_with_another_config_is_refused(tmp_path, small_data):
@@ -232,11 +232,11 @@ def test_nan_stops_with_a_clear_message_and_keeps_the_last_good_model(tmp_path, 
 
 def test_read_history_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.csv"):
-        training.read_history(tmp_path / "nothing.csv")
+        records.read_history(tmp_path / "nothing.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="bad.csv"):
-        training.read_history(bad)
+        records.read_history(bad)
 
 
 def run_cli(*args, cwd):
@@ -331,7 +331,7 @@ def test_one_training_per_folder_at_a_time(tmp_path, small_data):
     fcntl = pytest.importorskip("fcntl", reason="advisory file locks are POSIX-only")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with open(run_dir / training.LOCK_FILE, "a+") as holder:
+    with open(run_dir / records.LOCK_FILE, "a+") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running training holds it
         with pytest.raises(RuntimeError, match="in use by another training"):
             training.train(VAEConfig(epochs=1, **CPU), run_dir, data=small_data, verbose=0)
@@ -381,10 +381,10 @@ def kill_at(monkeypatch, target, name, call):
 # then a resume that must repeat the uninterrupted run epoch for epoch.
 KILL_POINTS = {
     "as the weights are written": (vae_keras.VAE, "save_weights", 2),
-    "between the weights and the metadata": (training, "_fsync_file", 4),
-    "before the checkpoint's rename": (training.os, "rename", 2),
-    "after the rename, before the history": (training, "write_history", 2),
-    "while the model file is replaced": (training.os, "replace", 4),
+    "between the weights and the metadata": (records, "_fsync_file", 4),
+    "before the checkpoint's rename": (records.os, "rename", 2),
+    "after the rename, before the history": (records, "write_history", 2),
+    "while the model file is replaced": (records.os, "replace", 4),
 }
 
 
@@ -475,10 +475,10 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, small_data,
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "No space left on device" in error and "Traceback" not in error
-    assert training.latest_checkpoint(run_dir)[1]["epoch"] == 1  # the last good one, untouched
+    assert records.latest_checkpoint(run_dir)[1]["epoch"] == 1  # the last good one, untouched
     monkeypatch.setattr(vae_keras.VAE, "save_weights", original)
     assert main(args) == 0  # space again: the same command resumes and finishes
-    assert training.read_history(run_dir / "history.csv")["epoch"] == [1, 2, 3]
+    assert records.read_history(run_dir / "history.csv")["epoch"] == [1, 2, 3]
 
 
 @pytest.fixture
@@ -511,12 +511,12 @@ def test_a_real_full_disk_is_a_clear_error_and_loses_no_finished_epoch(tiny_disk
     assert main(args(run_dir)) == 2
     error = capsys.readouterr().err
     assert "No space left on device" in error and "Traceback" not in error
-    assert training.latest_checkpoint(run_dir)[1]["epoch"] >= 1  # finished epochs kept
+    assert records.latest_checkpoint(run_dir)[1]["epoch"] >= 1  # finished epochs kept
     vae_keras.load_vae(run_dir / "vae.keras")  # the last good model is whole
     moved = tmp_path / "run"  # room again: the same command finishes the run
     shutil.copytree(run_dir, moved, ignore=shutil.ignore_patterns(".lock"))
     assert main(args(moved)) == 0
-    assert training.read_history(moved / "history.csv")["epoch"] == [1, 2, 3]
+    assert records.read_history(moved / "history.csv")["epoch"] == [1, 2, 3]
 
 
 KILL_SCRIPT = """
@@ -552,7 +552,7 @@ def test_sigkill_at_chosen_moments_then_resume_equals_the_uninterrupted_run(tmp_
         process.wait(timeout=60)
         assert process.returncode == -signal.SIGKILL
     assert start(run_dir).wait(timeout=600) == 0
-    resumed, reference = training.read_history(run_dir / "history.csv"), training.read_history(whole / "history.csv")
+    resumed, reference = records.read_history(run_dir / "history.csv"), records.read_history(whole / "history.csv")
     assert resumed["epoch"] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(resumed["val_elbo"], reference["val_elbo"], rtol=1e-6)
     np.testing.assert_allclose(resumed["elbo"], reference["elbo"], rtol=1e-6)

@@ -7,33 +7,16 @@ its backend first.
 
 import argparse
 import dataclasses
-import pathlib
 import sys
 import time
 
-import vae_keras  # light: Keras is imported on first use, after --backend is read
-from vae_keras.config import EXECUTION_ENVIRONMENTS, PRECISIONS, VAEConfig
+# Light: `vae_keras.training` and the other modules that need Keras load on
+# first use, after --backend is read.
+import vae_keras
+from vae_keras import records
+from vae_keras.checks import MAX_SEED
+from vae_keras.config import AUTO_BOOL, VAEConfig
 from vae_keras.startup import BACKENDS
-
-# Command-line help for each `VAEConfig` field.
-FIELD_HELP = {
-    "latent_dim": "size of the latent code",
-    "batch_size": "images per mini-batch",
-    "epochs": "passes over the training data",
-    "learning_rate": "Adam's learning rate",
-    "adam_epsilon": "Adam's epsilon (MATLAB's default 1e-8)",
-    "execution_environment": "auto: a GPU when the Keras backend sees one; cpu or gpu force one",
-    "seed": "seed of the run (same seed, same losses on the CPU)",
-    "shuffle": "reshuffle the training images every epoch (the reference does not)",
-    "train_size": "use only the first N training images",
-    "test_size": "evaluate on only the first N test images",
-    "eval_batch_size": "images per batch when evaluating",
-    "jit_compile": "compile the train step (XLA, jax.jit, torch.compile): auto, true or false",
-    "steps_per_execution": "train steps per call into the compiled graph: auto or an integer",
-    "precision": "float32 as the reference, or mixed_bfloat16 (bfloat16 arithmetic, float32 weights)",
-    "data_parallel": "split batches over all devices (JAX): auto, true or false",
-}
-
 
 def main(argv=None):
     """Runs the command line; returns the exit status."""
@@ -54,8 +37,7 @@ def main(argv=None):
 
 
 def _train(args):
-    from vae_keras import training
-
+    training = vae_keras.training
     fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(VAEConfig)}
     config = VAEConfig(**fields)
     print(f"Configuration: {config}")
@@ -66,23 +48,21 @@ def _train(args):
     except training.TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    print(f"Saved the model to {result.output_dir / training.MODEL_FILE}")
-    print(f"Saved the per-epoch history to {result.output_dir / training.HISTORY_FILE}")
+    print(f"Saved the model to {result.output_dir / records.MODEL_FILE}")
+    print(f"Saved the per-epoch history to {result.output_dir / records.HISTORY_FILE}")
     return 0
 
 
 def _evaluate(args):
-    from vae_keras import training
-
     model = vae_keras.load_vae(args.model)
     (_, _), (x_test, _) = vae_keras.load_mnist(args.data_dir)
     if args.test_size is not None:
         x_test = x_test[: args.test_size]
-    _seed(model, args.seed)
+    model.sampling.reseed(args.seed)
     start = time.perf_counter()
-    results = training.evaluate(model, x_test, batch_size=args.batch_size)
+    results = vae_keras.evaluate(model, x_test, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
-    print(f"Model: {args.model or vae_keras.models.PRETRAINED_MODEL_PATH}")
+    print(f"Model: {args.model or records.PRETRAINED_MODEL_PATH}")
     print(f"Test images: {len(x_test)} (z sampled, seed {args.seed})")
     print(f"Test ELBO loss = {results['elbo']:.4f}")
     print(f"Reconstruction loss = {results['reconstruction_loss']:.4f}")
@@ -92,8 +72,7 @@ def _evaluate(args):
 
 
 def _generate(args):
-    from vae_keras import plotting
-
+    plotting = vae_keras.plotting
     model = vae_keras.load_vae(args.model)
     plotting.plot_generated(model, n=args.n, seed=args.seed, path=args.out)
     print(f"Saved {args.n} generated digits to {plotting.output_path(args.out)}")
@@ -101,11 +80,9 @@ def _generate(args):
 
 
 def _figures(args):
-    from vae_keras import plotting
-
     model = vae_keras.load_vae(args.model)
-    history = args.history if args.history is not None else _history_beside(args.model)
-    written = plotting.save_all_figures(
+    history = args.history if args.history is not None else records.history_beside(args.model)
+    written = vae_keras.plotting.save_all_figures(
         model, args.out_dir, history_path=history, seed=args.seed, data_dir=args.data_dir
     )
     for path in written:
@@ -114,8 +91,7 @@ def _figures(args):
 
 
 def _train_classifier(args):
-    from vae_keras import classifier
-
+    classifier = vae_keras.classifier
     path = args.out if args.out is not None else classifier.CLASSIFIER_PATH
     result = classifier.train_classifier(path, epochs=args.epochs, seed=args.seed, verbose=args.verbose)
     size_kb = result["path"].stat().st_size / 1024
@@ -126,36 +102,16 @@ def _train_classifier(args):
 
 
 def _quality(args):
-    from vae_keras import classifier, quality
-
+    quality = vae_keras.quality
     model = vae_keras.load_vae(args.model)
-    digit_classifier = classifier.load_classifier(args.classifier)
+    digit_classifier = vae_keras.load_classifier(args.classifier)
     data = vae_keras.load_mnist(args.data_dir)
     start = time.perf_counter()
     report = quality.quality_report(model, digit_classifier, data, n=args.n, seed=args.seed)
-    print(f"Model: {args.model or vae_keras.models.PRETRAINED_MODEL_PATH}")
+    print(f"Model: {args.model or records.PRETRAINED_MODEL_PATH}")
     print(quality.format_report(report))
     print(f"Time taken = {time.perf_counter() - start:.1f}s")
     return 0
-
-
-def _history_beside(model_path):
-    """The training history that belongs to a model file, or None.
-
-    The pretrained model's is `models/vae_mnist_history.csv`; a run's model
-    `RUN/vae.keras` has `RUN/history.csv`.
-    """
-    if model_path is None:
-        candidate = vae_keras.models.PRETRAINED_MODEL_PATH.with_name("vae_mnist_history.csv")
-    else:
-        candidate = pathlib.Path(model_path).with_name("history.csv")
-    return candidate if candidate.is_file() else None
-
-
-def _seed(model, seed):
-    import numpy as np
-
-    model.sampling.seed_generator.state.assign(np.array([seed, 0], dtype="uint32"))
 
 
 def _parser():
@@ -242,25 +198,19 @@ def _add_model_flag(parser):
 
 
 def _add_config_flag(parser, field):
+    """One flag per `VAEConfig` field: its help and choices from the field's metadata, its parser from its type."""
     flag = "--" + field.name.replace("_", "-")
-    default = field.default
-    help_text = f"{FIELD_HELP[field.name]} (default: {default})"
+    kwargs = {"default": field.default, "help": f"{field.metadata['help']} (default: {field.default})"}
+    choices = field.metadata["choices"]
     if field.type in (bool, "bool"):
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-    elif field.name == "execution_environment":
-        parser.add_argument(flag, choices=EXECUTION_ENVIRONMENTS, default=default, help=help_text)
-    elif field.name == "precision":
-        parser.add_argument(flag, choices=PRECISIONS, default=default, help=help_text)
-    elif field.name in ("jit_compile", "data_parallel"):
-        parser.add_argument(flag, type=_auto_bool, default=default, help=help_text)
-    elif field.name == "steps_per_execution":
-        parser.add_argument(flag, type=_auto_or_positive_int, default=default, help=help_text)
-    elif field.name in ("learning_rate", "adam_epsilon"):
-        parser.add_argument(flag, type=float, default=default, help=help_text)
-    elif field.name in ("train_size", "test_size"):
-        parser.add_argument(flag, type=_positive_int, default=default, help=help_text)
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif choices == AUTO_BOOL:
+        kwargs["type"] = _auto_bool
+    elif choices is not None:
+        kwargs["choices"] = choices
     else:
-        parser.add_argument(flag, type=_seed_int if field.name == "seed" else int, default=default, help=help_text)
+        kwargs["type"] = _FIELD_TYPES[field.type]
+    parser.add_argument(flag, **kwargs)
 
 
 def _auto_bool(text):
@@ -274,8 +224,13 @@ def _auto_bool(text):
     raise argparse.ArgumentTypeError(f"expected auto, true or false, received {text!r}")
 
 
-def _auto_or_positive_int(text):
-    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+def _auto_or_int(text):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer, received {text!r}") from None
 
 
 def _int_at_least(minimum, description, maximum=None):
@@ -294,8 +249,10 @@ def _int_at_least(minimum, description, maximum=None):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
-# Seeds feed NumPy's and Keras' generators, which take 32-bit unsigned integers.
-_seed_int = _int_at_least(0, "a seed from 0 to 4294967295", maximum=2**32 - 1)
+_seed_int = _int_at_least(0, f"a seed from 0 to {MAX_SEED}", maximum=MAX_SEED)
+# The argparse type of each kind of `VAEConfig` field without choices; the
+# values are checked once, by `VAEConfig`, whose errors name the field.
+_FIELD_TYPES = {int: int, int | None: int, int | str: _auto_or_int, float: float}
 
 
 if __name__ == "__main__":

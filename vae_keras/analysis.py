@@ -5,6 +5,8 @@ import math
 import numpy as np
 from keras import ops
 
+from vae_keras.checks import check_int, check_number
+
 # Images x samples decoded per decoder call in `iwae_bound`: bounds the memory
 # (10,000 MNIST decodings are 31 MB of float32).
 IWAE_BATCH_SIZE = 10_000
@@ -127,8 +129,8 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
     >>> iwae_bound(model, x_test[:500], k=100, seed=0)  # doctest: +SKIP
     17.40...
     """
-    _check_positive_int(k, "k")
-    _check_positive_int(batch_size, "batch_size")
+    check_int("k", k)
+    check_int("batch_size", batch_size)
     x = np.asarray(x, dtype="float32")
     if len(x) == 0:
         raise ValueError(f"iwae_bound needs at least one image, received x of shape {x.shape}")
@@ -199,8 +201,7 @@ def active_units(kl, threshold=ACTIVE_THRESHOLD):
     >>> active_units(np.array([1.2, 0.001, 0.3])).sum()
     2
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not threshold >= 0:
-        raise ValueError(f"threshold must be a number >= 0 (nats), received threshold={threshold!r}")
+    check_number("threshold", threshold, inclusive=True)
     return np.asarray(kl, dtype="float64") > threshold
 
 
@@ -226,8 +227,3 @@ def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
         np.concatenate(log_variances).astype("float32"),
     )
 
-
-def _check_positive_int(value, name):
-    """Raises a ValueError naming `name` unless `value` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")

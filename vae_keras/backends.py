@@ -4,7 +4,7 @@ Keras 3 runs the same model on TensorFlow, JAX and PyTorch, but a custom
 `train_step` has to compute gradients the backend's own way (keras.io's guides
 "Customizing what happens in fit()" for TensorFlow, JAX and PyTorch). The three
 classes below hold the only code that does; the loss itself is written once,
-in `keras.ops`, in `VAE.loss_terms`, and `VAE` inherits the steps of the
+in `keras.ops`, in `vae_keras.losses`, and `VAE` inherits the steps of the
 backend Keras runs on (`Steps`).
 """
 

@@ -8,6 +8,7 @@ import matplotlib.image
 import numpy as np
 from keras import ops
 
+from vae_keras.checks import check_int
 from vae_keras.plotting import DPI, tile_images
 
 
@@ -47,9 +48,7 @@ class DecodedSamples(keras.callbacks.Callback):
 
     def __init__(self, n=10, seed=0, path=None):
         super().__init__()
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, received n={n!r}")
-        self.n = int(n)
+        self.n = int(check_int("n", n))
         self.seed = seed
         self.path = None if path is None else Path(path)
         self.codes = None
@@ -58,8 +57,7 @@ class DecodedSamples(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.codes is None:
-            rng = np.random.default_rng(self.seed)
-            self.codes = rng.standard_normal((self.n, self.model.latent_dim)).astype("float32")
+            self.codes = self.model.prior_codes(self.n, self.seed)
         optimizer = getattr(self.model, "optimizer", None)
         untrained = optimizer is None or int(ops.convert_to_numpy(optimizer.iterations)) == 0
         if untrained and 0 not in self.epochs:

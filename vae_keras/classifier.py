@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import keras
-import numpy as np
 from keras import layers
 
-from vae_keras.config import _check_int
+from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.data import load_mnist
 from vae_keras.models import IMAGE_SHAPE, load_keras_file, save_model_atomically
 
@@ -26,7 +25,7 @@ def build_classifier(name="digit_classifier"):
     28x28x1 image -> [conv 3x3 (32) -> ReLU -> max-pool 2] -> [conv 3x3 (64)
     -> ReLU -> max-pool 2] -> [conv 3x3 (64) -> ReLU -> max-pool 2] -> flatten
     -> dropout 0.25 -> dense 128 "features" (ReLU) -> dropout 0.25 -> dense 10,
-    softmax. 130,890 parameters, about 0.5 MB as float32.
+    softmax.
 
     Args:
         name: name of the returned model.
@@ -75,9 +74,9 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
         ValueError: when `epochs` or `batch_size` is not a positive integer,
             `seed` a non-negative one, or `path` does not end in `.keras`.
     """
-    _check_int("epochs", epochs, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seed", seed, 0)
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"The classifier is saved as a .keras file, received path={str(path)!r}")

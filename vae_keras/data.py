@@ -141,12 +141,7 @@ class _TooLarge(Exception):
 
 
 def _bounded_gunzip(compressed, chunk=1 << 20):
-    """Decompresses gzip bytes, stopping soon after the output passes the size the IDX header declares.
-
-    A small file that inflates to gigabytes (a "zip bomb", or a corrupt
-    header) is refused after at most `chunk` bytes beyond the declared size;
-    a few extra bytes are returned, for `_parse_idx` to report exactly.
-    """
+    """Decompresses gzip bytes, stopping within `chunk` bytes past the size the IDX header declares (no zip bombs)."""
     parts, size, limit = [], 0, None
     data = compressed
     while data:
@@ -284,55 +279,6 @@ def read_idx(path):
     return _parse_idx(_read_file_bytes(path), path)
 
 
-def write_idx(path, array):
-    """Writes `array` as an IDX file, gzip-compressed when `path` ends in .gz.
-
-    The gzip wrapper is written like `gzip -9 -n` (no name, no time stamp),
-    so the same array always gives the same bytes.
-
-    Args:
-        path: the file to write, a `str` or `pathlib.Path`.
-        array: array-like of dtype uint8, int8, int16, int32, float32 or
-            float64, with at most 255 dimensions.
-
-    Returns:
-        The `pathlib.Path` written.
-
-    Raises:
-        ValueError: the dtype has no IDX element type, or the array has too
-            many dimensions or a dimension too large for IDX.
-
-    Example:
-
-    >>> write_idx("tiny-labels-idx1-ubyte.gz", np.array([3, 1, 4], np.uint8))
-    PosixPath('tiny-labels-idx1-ubyte.gz')
-    """
-    path = Path(path)
-    array = np.asarray(array)
-    codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
-    native_dtype = array.dtype.newbyteorder("=")
-    if native_dtype not in codes:
-        supported = ", ".join(str(dtype) for dtype in codes)
-        raise ValueError(
-            f"write_idx supports dtypes {supported}; received an array of "
-            f"dtype {array.dtype}. Cast it first, e.g. array.astype('int32')."
-        )
-    if array.ndim > 255 or any(size > 0xFFFFFFFF for size in array.shape):
-        raise ValueError(
-            f"IDX holds at most 255 dimensions of at most 2**32 - 1 each; "
-            f"received shape {array.shape}."
-        )
-    code = codes[native_dtype]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(
-        array.shape, ">u4"
-    ).tobytes()
-    content = header + np.ascontiguousarray(array, IDX_DTYPES[code]).tobytes()
-    if path.suffix == ".gz":
-        content = gzip.compress(content, compresslevel=9, mtime=0)
-    path.write_bytes(content)
-    return path
-
-
 def _find_mnist_files(data_dir):
     """Returns {role: path} for the MNIST files found, and the names missing."""
     found, missing = {}, []
@@ -414,11 +360,7 @@ def _check_pair(images, labels, images_path, labels_path):
 
 
 def _scale(images):
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1].
-
-    Dividing in float32 gives pixel / 255 correctly rounded to float32 (the
-    same values as dividing in float64 and casting), and is the fastest way.
-    """
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]; float32 division is correctly rounded, and fastest."""
     return np.divide(
         images.reshape(*images.shape, 1), np.float32(255), dtype=np.float32
     )

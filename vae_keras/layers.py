@@ -1,7 +1,16 @@
 """The sampling layer: the reparameterization trick z = mean + eps * exp(0.5 * logvar)."""
 
+import contextlib
+
 import keras
+import numpy as np
 from keras import ops
+
+from vae_keras.checks import MAX_SEED, check_int
+
+# A stream of `reseed` starts this many draws after the previous one (a
+# generator's state is [seed, counter], the counter advancing once per draw).
+_STREAM_LENGTH = 1 << 20
 
 
 @keras.saving.register_keras_serializable(package="vae_keras")
@@ -17,7 +26,7 @@ class Sampling(keras.layers.Layer):
     Args:
         seed: int or None, the seed of the layer's own
             `keras.random.SeedGenerator`. The same seed gives the same sequence
-            of draws.
+            of draws; `reseed` restarts it.
         **kwargs: base layer keyword arguments (`name`, `dtype`...).
 
     Call arguments:
@@ -37,8 +46,8 @@ class Sampling(keras.layers.Layer):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"Invalid value received for argument `seed`. Expected an int or None. Received: seed={seed!r}")
+        if seed is not None:
+            check_int("seed", seed, minimum=0, maximum=MAX_SEED)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
@@ -49,6 +58,34 @@ class Sampling(keras.layers.Layer):
             ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator
         )
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def reseed(self, seed, stream=0):
+        """Restarts the noise: the draws that follow depend on `seed` and `stream` alone.
+
+        Training gives each epoch its own stream (the epoch's number), so a
+        resumed run draws what an uninterrupted one would.
+
+        Args:
+            seed: an integer from 0 to 2**32 - 1.
+            stream: a non-negative integer; each stream holds 2**20 draws
+                before it runs into the next.
+        """
+        check_int("seed", seed, minimum=0, maximum=MAX_SEED)
+        check_int("stream", stream, minimum=0, maximum=MAX_SEED // _STREAM_LENGTH)
+        self.seed_generator.state.assign(np.array([seed, stream * _STREAM_LENGTH], dtype="uint32"))
+
+    @contextlib.contextmanager
+    def seeded(self, seed):
+        """Within the block the noise is reseeded with `seed` (None: left as is); afterwards it is put back."""
+        if seed is None:
+            yield
+            return
+        saved = ops.convert_to_numpy(self.seed_generator.state.value)
+        self.reseed(seed)
+        try:
+            yield
+        finally:
+            self.seed_generator.state.assign(saved)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]

@@ -1,13 +1,13 @@
-"""The two terms of the reference's ELBO loss, per image, in `keras.ops`."""
+"""The reference's ELBO loss, per image, in `keras.ops`: reconstruction + KL, written once here."""
 
 from keras import ops
 
 
 def reconstruction_loss(x, x_pred):
-    """Per-image reconstruction term: sum over pixels of 0.5 * (x_pred - x)^2.
+    """Per-image reconstruction term: the sum over pixels of 0.5 * (x_pred - x)^2.
 
-    This is the reference's `ELBOloss` reconstruction term (a Gaussian
-    log-likelihood with unit variance, up to a constant).
+    The reference's `ELBOloss` reconstruction term: minus a Gaussian
+    log-likelihood with unit variance, up to a constant.
 
     Args:
         x: images, shape (batch, 28, 28, 1), values in [0, 1].
@@ -21,9 +21,7 @@ def reconstruction_loss(x, x_pred):
 
 
 def kl_loss(z_mean, z_log_var):
-    """Per-image KL(N(mean, exp(logvar)) || N(0, I)), in closed form.
-
-    KL = -0.5 * sum_i (1 + logvar_i - mean_i^2 - exp(logvar_i)).
+    """Per-image KL(N(mean, exp(logvar)) || N(0, I)) in closed form: -0.5 * sum(1 + logvar - mean^2 - exp(logvar)).
 
     Args:
         z_mean: means of the approximate posterior, shape (batch, latent_dim).
@@ -36,8 +34,8 @@ def kl_loss(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
-def elbo_loss(x, x_pred, z_mean, z_log_var):
-    """The reference's ELBO loss: mean over the batch of reconstruction + KL.
+def loss_terms(x, x_pred, z_mean, z_log_var):
+    """The per-image ELBO loss and its two terms.
 
     Args:
         x: images, shape (batch, 28, 28, 1).
@@ -46,6 +44,14 @@ def elbo_loss(x, x_pred, z_mean, z_log_var):
         z_log_var: code log-variances, same shape.
 
     Returns:
-        A scalar tensor.
+        A dict of tensors of shape (batch,): `elbo` (reconstruction + KL, the
+        negative ELBO up to a constant), `reconstruction_loss` and `kl_loss`.
     """
-    return ops.mean(reconstruction_loss(x, x_pred) + kl_loss(z_mean, z_log_var))
+    reconstruction = reconstruction_loss(x, x_pred)
+    kl = kl_loss(z_mean, z_log_var)
+    return {"elbo": reconstruction + kl, "reconstruction_loss": reconstruction, "kl_loss": kl}
+
+
+def elbo_loss(x, x_pred, z_mean, z_log_var):
+    """The reference's ELBO loss: the batch mean of the per-image `loss_terms(...)["elbo"]`; a scalar tensor."""
+    return ops.mean(loss_terms(x, x_pred, z_mean, z_log_var)["elbo"])

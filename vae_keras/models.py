@@ -10,8 +10,10 @@ from keras import layers, ops
 
 from vae_keras import losses
 from vae_keras.backends import Steps
+from vae_keras.checks import check_int
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
+from vae_keras.records import PRETRAINED_MODEL_PATH
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -31,13 +33,13 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None):
             Keras' global policy (float32 unless changed).
 
     Returns:
-        A functional `keras.Model` with 144,296 trainable parameters for
-        latent_dim=20.
+        A functional `keras.Model` mapping (batch, 28, 28, 1) images to
+        (batch, 2 * latent_dim) values.
 
     Raises:
         ValueError: if `latent_dim` is not a positive integer.
     """
-    _check_latent_dim(latent_dim)
+    check_int("latent_dim", latent_dim)
     inputs = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
     x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", dtype=dtype)(inputs)
     x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2", dtype=dtype)(x)
@@ -60,13 +62,13 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None):
             Keras' global policy (float32 unless changed).
 
     Returns:
-        A functional `keras.Model` with 118,465 trainable parameters for
-        latent_dim=20, mapping (batch, latent_dim) to (batch, 28, 28, 1) logits.
+        A functional `keras.Model` mapping (batch, latent_dim) codes to
+        (batch, 28, 28, 1) logits.
 
     Raises:
         ValueError: if `latent_dim` is not a positive integer.
     """
-    _check_latent_dim(latent_dim)
+    check_int("latent_dim", latent_dim)
     inputs = keras.Input(shape=(latent_dim,), name="input_decoder")
     x = layers.Reshape((1, 1, latent_dim), name="to_1x1", dtype=dtype)(inputs)
     x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1", dtype=dtype)(x)
@@ -82,11 +84,10 @@ class VAE(Steps, keras.Model):
 
     The model holds an `encoder`, a `Sampling` layer and a `decoder`. Its
     `train_step` and `test_step` (from `vae_keras.backends`, one pair per Keras
-    backend) compute, per image,
-    reconstruction = sum of 0.5 * (x_pred - x)^2 over the pixels and
-    KL = -0.5 * sum(1 + logvar - mean^2 - exp(logvar)), and the loss is their
-    sum averaged over the batch. `fit` and `evaluate` report `elbo`,
-    `reconstruction_loss` and `kl_loss`.
+    backend) minimise and report the per-image ELBO loss of
+    `vae_keras.losses` averaged over the batch. `fit` and `evaluate` report
+    `elbo`, `reconstruction_loss` and `kl_loss`, each tracked by a metric of
+    that name.
 
     Args:
         encoder: a model mapping images to 2 * latent_dim values; built with
@@ -193,52 +194,40 @@ class VAE(Steps, keras.Model):
         Raises:
             ValueError: if `n` or `batch_size` is not a positive integer.
         """
-        for name, value in (("n", n), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((int(n), self.latent_dim)).astype("float32")
+        check_int("batch_size", batch_size)
+        z = self.prior_codes(n, seed)
         return np.concatenate(
             [ops.convert_to_numpy(self.decode(z[start : start + batch_size])) for start in range(0, len(z), batch_size)]
         )
 
+    def prior_codes(self, n, seed=None):
+        """`n` codes drawn from the prior N(0, I) with NumPy, as `generate` decodes them; float32 (n, latent_dim)."""
+        check_int("n", n)
+        return np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
+
     def loss_terms(self, x, training=False):
-        """Per-image reconstruction and KL terms of a batch (z sampled).
+        """Per-image ELBO loss and its terms for a batch, z sampled: `losses.loss_terms`.
 
         Args:
             x: images, shape (batch, 28, 28, 1).
             training: passed to the encoder and decoder.
 
         Returns:
-            A dict with `reconstruction_loss` and `kl_loss`, each of shape (batch,).
+            A dict of tensors of shape (batch,): `elbo`, `reconstruction_loss`, `kl_loss`.
         """
         z_mean, z_log_var = self.encode(x, training=training)
         z = self.sampling((z_mean, z_log_var))
-        x_pred = self.decode(z, training=training)
-        return {
-            "reconstruction_loss": losses.reconstruction_loss(x, x_pred),
-            "kl_loss": losses.kl_loss(z_mean, z_log_var),
-        }
+        return losses.loss_terms(x, self.decode(z, training=training), z_mean, z_log_var)
 
     def loss_and_terms(self, x, training=False):
-        """The loss a train step minimises, and its per-image terms.
-
-        Args:
-            x: images, shape (batch, 28, 28, 1).
-            training: passed to the encoder and decoder.
-
-        Returns:
-            `(loss, terms)`: the batch mean of reconstruction + KL, and the dict
-            of `loss_terms`.
-        """
+        """The loss a train step minimises (the batch mean of the per-image ELBO loss) and `loss_terms`."""
         terms = self.loss_terms(x, training=training)
-        return ops.mean(terms["reconstruction_loss"] + terms["kl_loss"]), terms
+        return ops.mean(terms["elbo"]), terms
 
     def update_metrics(self, terms):
-        """Adds a batch's per-image terms to the ELBO and loss trackers; returns their results."""
-        self.elbo_tracker.update_state(terms["reconstruction_loss"], terms["kl_loss"])
-        self.reconstruction_loss_tracker.update_state(terms["reconstruction_loss"])
-        self.kl_loss_tracker.update_state(terms["kl_loss"])
+        """Adds a batch's per-image terms to the trackers; returns their results."""
+        for metric in self.metrics:
+            metric.update_state(terms[metric.name])
         return {metric.name: metric.result() for metric in self.metrics}
 
     def get_config(self):
@@ -258,13 +247,6 @@ class VAE(Steps, keras.Model):
         return cls(**config)
 
 
-def _check_latent_dim(latent_dim):
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be a positive integer, received latent_dim={latent_dim!r}")
-
-
-# The model trained with the reference protocol that ships with the project.
-PRETRAINED_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "vae_mnist.keras"
 
 
 def save_model_atomically(model, path):

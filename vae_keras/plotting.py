@@ -10,7 +10,9 @@ import numpy as np
 from keras import ops
 
 from vae_keras import analysis
-from vae_keras.training import REFERENCE_TEST_ELBO, read_history
+from vae_keras.checks import check_int, check_number
+from vae_keras.data import load_mnist
+from vae_keras.records import REFERENCE_TEST_ELBO, read_history
 
 # Resolution of the saved PNG files.
 DPI = 120
@@ -140,7 +142,7 @@ def plot_generated(model, n=25, seed=None, path=None):
     Raises:
         ValueError: if `n` is not a positive integer.
     """
-    _check_positive_int(n, "n")
+    check_int("n", n)
     images = model.generate(n, seed=seed)
     tile = tile_images(images)
     size = min(2.0 + 0.04 * tile.shape[1], 10.0)
@@ -175,9 +177,7 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     Raises:
         ValueError: if an image has the wrong shape or `steps` < 2.
     """
-    _check_positive_int(steps, "steps")
-    if steps < 2:
-        raise ValueError(f"steps must be at least 2 (both ends are decoded), received steps={steps!r}")
+    check_int("steps", steps, minimum=2)  # both ends are decoded
     pair = np.stack([_one_image(x_start, "x_start"), _one_image(x_end, "x_end")])
     z_mean, _ = analysis.encode(model, pair)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
@@ -224,9 +224,8 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
     """
     from sklearn.decomposition import PCA
 
-    _check_positive_int(n, "n")
-    if not (isinstance(span, (int, float, np.integer, np.floating)) and math.isfinite(span) and span > 0):
-        raise ValueError(f"span must be a positive number, received span={span!r}")
+    check_int("n", n)
+    check_number("span", span)
     x = _images(x)
     _check_at_least_two(x, "plot_latent_grid")
     z_mean, _ = analysis.encode(model, x)
@@ -265,7 +264,7 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
 
     Args:
         history: a dict of columns as returned by
-            `vae_keras.training.read_history` (`epoch` from 1, `val_elbo`,
+            `vae_keras.records.read_history` (`epoch` from 1, `val_elbo`,
             optionally `elbo`), or the path of a `history.csv`.
         path: where to save the figure; None: not saved.
         reference: the published test ELBO per epoch, from epoch 1; None or
@@ -484,7 +483,6 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         FileNotFoundError: if `history_path` does not exist.
         vae_keras.DataError: if the MNIST files are missing or corrupt.
     """
-    from vae_keras.data import load_mnist
 
     out_dir = Path(out_dir)
     history = read_history(history_path) if history_path is not None else None
@@ -548,16 +546,9 @@ def _two_per_digit(y, seed, function):
 
 
 def _sampled_reconstructions(model, x, seed):
-    """`model(x)` (through a sampled code) with the sampling noise seeded, the generator restored after."""
-    state = model.sampling.seed_generator.state
-    saved_state = ops.convert_to_numpy(state.value)
-    if seed is not None:
-        state.assign(np.array([seed, 0], dtype="uint32"))
-    try:
+    """`model(x)`, through a sampled code, with the sampling noise seeded and put back after."""
+    with model.sampling.seeded(seed):
         return ops.convert_to_numpy(model(x, training=False))
-    finally:
-        if seed is not None:
-            state.assign(saved_state)
 
 
 def output_path(path):
@@ -605,8 +596,3 @@ def _labels(y, x):
 def _check_at_least_two(x, function):
     if len(x) < 2:
         raise ValueError(f"{function} needs at least 2 images for a 2-component PCA, received {len(x)}")
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")

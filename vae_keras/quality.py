@@ -8,7 +8,9 @@ import numpy as np
 from keras import ops
 
 import keras
+
 from vae_keras import plotting
+from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.classifier import FEATURES_LAYER, NUM_CLASSES
 
 # Images per classifier or decoder call: bounds the memory the report uses.
@@ -378,14 +380,12 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
     """
     (x_train, y_train), (x_test, y_test) = data
     limit = min(len(x_test), len(x_train))
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= limit:
-        raise ValueError(f"n must be an integer from 2 to {limit} (the images available), received n={n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, received seed={seed!r}")
+    check_int("n", n, minimum=2, maximum=limit, maximum_is="the images available")
+    check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     n = int(n)
     x_test, y_test = x_test[:n], np.asarray(y_test[:n])
     training_indices = np.sort(np.random.default_rng([seed, 1]).choice(len(x_train), size=n, replace=False))
-    codes = _codes(model, n, seed)
+    codes = model.prior_codes(n, seed)
 
     outputs = {
         "test images": (_classify_batches(classifier, _batches(x_test, batch_size)), y_test),
@@ -493,12 +493,9 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     Raises:
         ValueError: when `n` or `pool` is not a positive integer or `n > pool`.
     """
-    for name, value in (("n", n), ("pool", pool)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, received {name}={value!r}")
-    if n > pool:
-        raise ValueError(f"n must not exceed pool, received n={n} and pool={pool}")
-    codes = _codes(model, pool, seed)
+    check_int("pool", pool)
+    check_int("n", n, maximum=pool, maximum_is="the pool")
+    codes = model.prior_codes(pool, seed)
     _, probabilities = _classify_batches(classifier, _decoded_batches(model, codes, BATCH_SIZE))
     top = probabilities.max(axis=1)
     order = np.argsort(top, kind="stable")[:n]
@@ -553,17 +550,11 @@ def _probabilities(probabilities, name, num_classes=None):
 
 def _batches(array, batch_size, check=True):
     """Consecutive slices of `array` of `batch_size` rows (the last may be shorter)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
+    check_int("batch_size", batch_size)
     if check:
         array = plotting._images(array)
     for start in range(0, len(array), batch_size):
         yield array[start : start + batch_size]
-
-
-def _codes(model, n, seed):
-    """The `n` codes drawn from N(0, I) that `model.generate(n, seed)` decodes."""
-    return np.random.default_rng(seed).standard_normal((int(n), model.latent_dim)).astype("float32")
 
 
 def _decoded_batches(model, codes, batch_size):

@@ -5,6 +5,8 @@ import importlib
 import os
 import sys
 
+from vae_keras.checks import check_choice
+
 # TensorFlow's C++ log lines, read when TensorFlow is first imported: "3" hides
 # them all, so that a notebook shows no "failed call to cuInit" (the CUDA probe
 # on a machine without a GPU) nor "NodeDef mentions attribute
@@ -33,8 +35,7 @@ def import_keras(backend=None):
             another backend (the backend is fixed when Keras is first imported).
     """
     if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, received backend={backend!r}")
+        check_choice("backend", backend, BACKENDS)
         if "keras" in sys.modules:
             running = sys.modules["keras"].backend.backend()
             if running != backend:

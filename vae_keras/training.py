@@ -1,12 +1,8 @@
 """Training with the reference protocol: device choice, per-epoch test ELBO, checkpoints, resume."""
 
 import contextlib
-import csv
 import dataclasses
-import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,27 +10,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from vae_keras import backends
+from vae_keras import backends, records
+from vae_keras.checks import check_choice, check_int
 from vae_keras.config import EXECUTION_ENVIRONMENTS, VAEConfig
 from vae_keras.data import load_mnist
 from vae_keras.models import VAE, save_model_atomically
-
-HISTORY_FILE = "history.csv"
-MODEL_FILE = "vae.keras"
-CONFIG_FILE = "config.json"
-LOCK_FILE = ".lock"
-# Folder of the last finished epoch's checkpoint (and, in older runs, Keras' backup).
-CHECKPOINT_DIR = "checkpoint"
-LEGACY_BACKUP_DIR = "backup"
-
-# The reference's published test ELBO loss per epoch (MATLAB, GPU), epochs 1..50.
-REFERENCE_TEST_ELBO = (
-    28.0145, 24.8995, 23.2756, 21.151, 20.5335, 20.232, 19.9988, 19.8955, 19.7991, 19.6773,
-    19.5181, 19.4532, 19.3771, 19.2893, 19.1641, 19.2175, 19.158, 19.085, 19.1169, 19.0791,
-    19.0395, 18.9556, 18.9469, 18.924, 18.9124, 18.9595, 18.9256, 18.8708, 18.8602, 18.8563,
-    18.8127, 18.7989, 18.8, 18.8095, 18.7601, 18.7469, 18.7049, 18.7084, 18.6858, 18.7284,
-    18.6574, 18.6388, 18.7133, 18.6846, 18.6001, 18.5897, 18.6184, 18.6389, 18.5918, 18.5081,
-)  # fmt: skip
 
 
 def select_device(execution_environment="auto", verbose=True):
@@ -55,11 +35,7 @@ def select_device(execution_environment="auto", verbose=True):
         ValueError: for an unknown environment.
         RuntimeError: for "gpu" when the backend sees no GPU.
     """
-    if execution_environment not in EXECUTION_ENVIRONMENTS:
-        raise ValueError(
-            f"execution_environment must be one of {EXECUTION_ENVIRONMENTS}, "
-            f"received execution_environment={execution_environment!r}"
-        )
+    check_choice("execution_environment", execution_environment, EXECUTION_ENVIRONMENTS)
     gpus = [] if execution_environment == "cpu" else backends.visible_gpus()
     if execution_environment == "gpu" and not gpus:
         raise RuntimeError(
@@ -195,8 +171,7 @@ class EpochBatches(keras.utils.PyDataset):
 
     def __init__(self, x, batch_size, epochs, shuffle=False, seed=0):
         super().__init__()
-        if batch_size > len(x):
-            raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training images")
+        check_int("batch_size", batch_size, maximum=len(x), maximum_is="the number of training images")
         self.x = x
         self.batch_size = batch_size
         self.epochs = epochs
@@ -258,8 +233,7 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.batches.first_epoch = epoch  # a resumed run starts after epoch 0
         sampling = getattr(self.model, "sampling", None)
         if sampling is not None:
-            # SeedGenerator state is [seed, counter]; each epoch gets its own counter range.
-            sampling.seed_generator.state.assign(np.array([self.seed, epoch << 20], dtype="uint32"))
+            sampling.reseed(self.seed, stream=epoch)
         self._epoch = epoch
         self._epoch_start = time.perf_counter()
         self._last_batch_end = None
@@ -332,7 +306,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             # Adam's moments exist only once built; unbuilt, Keras would skip
             # loading them with a warning and resume with a fresh Adam.
             optimizer.build(self.model.trainable_variables)
-        state = self.resume_from / CHECKPOINT_STATE
+        state = self.resume_from / records.CHECKPOINT_STATE
         try:
             self.model.load_weights(state)
         except Exception as error:  # h5py and Keras raise many types for a damaged file
@@ -343,7 +317,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         steps = int(ops.convert_to_numpy(optimizer.iterations))
         if self.expected_steps is not None and steps != self.expected_steps:
             raise ValueError(
-                f"{self.resume_from / CHECKPOINT_STATE} holds an optimizer after {steps} steps, "
+                f"{state} holds an optimizer after {steps} steps, "
                 f"not the {self.expected_steps} of its {len(self.rows)} epochs; it does not "
                 "belong to this run. Pass overwrite=True (--overwrite) to start afresh."
             )
@@ -355,99 +329,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row.update({name: float(value) for name, value in sorted((logs or {}).items())})
         self.rows.append(row)
         meta = {"epoch": epoch + 1, "finished": epoch + 1 >= self.epochs, "history": self.rows}
-        write_checkpoint(self.model, self.output_dir, meta)
-        write_history(self.output_dir / HISTORY_FILE, self.rows)
-
-
-CHECKPOINT_STATE = "state.weights.h5"
-CHECKPOINT_META = "meta.json"
-
-
-def write_checkpoint(model, output_dir, meta):
-    """Writes `checkpoint/epoch-NNNN/` whole, under a temporary name first, then drops older ones."""
-    root = Path(output_dir) / CHECKPOINT_DIR
-    root.mkdir(exist_ok=True)
-    final = root / f"epoch-{meta['epoch']:04d}"
-    partial = root / f".partial-{meta['epoch']:04d}-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    model.save_weights(partial / CHECKPOINT_STATE)
-    _fsync_file(partial / CHECKPOINT_STATE)
-    _write_synced(partial / CHECKPOINT_META, json.dumps(meta, indent=1).encode())
-    _fsync_file(partial)
-    shutil.rmtree(final, ignore_errors=True)  # only a rerun of the same epoch has one
-    os.rename(partial, final)
-    _fsync_file(root)
-    for old in root.iterdir():
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def latest_checkpoint(output_dir):
-    """The newest complete checkpoint of a run: `(folder, meta)`, or None.
-
-    Raises:
-        ValueError: when the newest checkpoint folder is not a readable
-            checkpoint (the message names the file).
-    """
-    root = Path(output_dir) / CHECKPOINT_DIR
-    folders = sorted(root.glob("epoch-[0-9][0-9][0-9][0-9]")) if root.is_dir() else []
-    if not folders:
-        return None
-    folder = folders[-1]
-    meta_path = folder / CHECKPOINT_META
-    try:
-        meta = json.loads(meta_path.read_text())
-        valid = (
-            isinstance(meta, dict)
-            and isinstance(meta.get("epoch"), int)
-            and isinstance(meta.get("history"), list)
-            and len(meta["history"]) == meta["epoch"]
-            and (folder / CHECKPOINT_STATE).is_file()
-        )
-    except (OSError, ValueError) as error:
-        valid, meta = False, str(error)
-    if not valid:
-        raise ValueError(
-            f"{meta_path} is not a readable checkpoint ({meta if isinstance(meta, str) else 'unexpected content'}); "
-            "it was not written by vae_keras or was changed since. Pass overwrite=True "
-            "(--overwrite) to start the run afresh, or restore the folder."
-        )
-    return folder, meta
-
-
-def write_history(path, rows):
-    """Writes the per-epoch rows as `history.csv` (as Keras' CSVLogger lays it out), atomically."""
-    columns = ["epoch", *sorted({name for row in rows for name in row} - {"epoch"})]
-    lines = [",".join(columns)]
-    lines += [",".join(str(row.get(name, "")) for name in columns) for row in rows]
-    _write_synced(path, ("\n".join(lines) + "\n").encode(), atomic=True)
-
-
-def _write_synced(path, data, atomic=False):
-    """Writes `data` to `path` and flushes it to disk; `atomic`: through a temporary file and a rename."""
-    path = Path(path)
-    target = path.with_name(f".{path.name}.partial") if atomic else path
-    with open(target, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if atomic:
-        os.replace(target, path)
-
-
-def _fsync_file(path):
-    """Flushes a file's or a folder's entry to disk (no-op where a folder cannot be opened)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        records.write_checkpoint(self.model, self.output_dir, meta)
+        records.write_history(self.output_dir / records.HISTORY_FILE, self.rows)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -464,24 +347,134 @@ class TrainingResult:
             column (`epoch` 1-based, `elbo`, `val_elbo` = test ELBO...), the
             epochs of earlier, interrupted sessions included.
         output_dir: the folder holding `vae.keras`, `history.csv`, `config.json`.
-        device: the device trained on.
     """
 
     model: VAE
     history: dict
     output_dir: Path
+
+
+@dataclasses.dataclass
+class Run:
+    """A training run, built and ready to fit: `train` is `build_run`, then `Run.fit`.
+
+    Attributes:
+        config: the `VAEConfig`.
+        device: the device it trains on, such as "cpu:0".
+        model: the compiled `VAE`.
+        batches: the `EpochBatches` of the training images.
+        x_test: the test images of the per-epoch test ELBO.
+        monitor: the run's `TrainingMonitor`.
+        callbacks: every callback `fit` gets, the monitor included.
+        initial_epoch: the first epoch to train (0-based; after a resume, the
+            number of epochs already finished).
+        distribution: the `keras.distribution.DataParallel` it trains under, or None.
+    """
+
+    config: VAEConfig
     device: str
+    model: VAE
+    batches: EpochBatches
+    x_test: np.ndarray
+    monitor: TrainingMonitor
+    callbacks: list
+    initial_epoch: int = 0
+    distribution: object = None
+
+    def fit(self, epochs=None, validate=True, verbose=1):
+        """`model.fit` on the run's batches and callbacks, in its device scope.
+
+        Args:
+            epochs: the epoch to stop after (as `fit`'s `epochs`); None: the
+                configuration's.
+            validate: evaluate the test ELBO after each epoch.
+            verbose: Keras' verbosity.
+
+        Returns:
+            Keras' `History`.
+        """
+        with _scope(self.device, self.distribution):
+            return self.model.fit(
+                self.batches,
+                shuffle=False,  # EpochBatches orders the images itself
+                steps_per_epoch=self.batches.steps,
+                initial_epoch=self.initial_epoch,
+                epochs=self.config.epochs if epochs is None else epochs,
+                validation_data=self.x_test if validate else None,
+                validation_batch_size=self.config.eval_batch_size,
+                callbacks=self.callbacks,
+                verbose=verbose,
+            )
+
+
+def build_run(config, data=None, device=None, output_dir=None, resume=None, callbacks=(), verbose=1):
+    """Builds a training run: seeds, data, model and callbacks, all that `fit` needs.
+
+    Args:
+        config: a `VAEConfig`.
+        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns;
+            read from the project's `data/` folder when None.
+        device: the device to train on, from `select_device`; None chooses it.
+        output_dir: the run folder each finished epoch's model, checkpoint and
+            history are written to, or None to write nothing.
+        resume: the checkpoint `(folder, meta)` to resume from, as
+            `records.prepare` returns it, or None.
+        callbacks: further Keras callbacks.
+        verbose: print the compile settings, and the reference's line per epoch.
+
+    Returns:
+        A `Run`.
+    """
+    device = device or select_device(config.execution_environment, verbose=False)
+    backends.set_random_seed(config.seed)
+    if not resolve_jit_compile(config, device):
+        # Keras turns XLA off where op determinism is on, so only without XLA.
+        backends.enable_determinism(device)
+    (x_train, _), (x_test, _) = data if data is not None else load_mnist()
+    batches = EpochBatches(
+        x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed
+    )
+    distribution = make_distribution(config, device)
+    with _scope(device, distribution):
+        model = build_model(config, device, batches.steps)
+    if verbose:
+        print(
+            f"Compiled: jit_compile={model.jit_compile}, steps_per_execution={model.steps_per_execution}"
+            + (f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else "")
+            + "."
+        )
+    history = resume[1]["history"] if resume is not None else []
+    model_path = None if output_dir is None else Path(output_dir) / records.MODEL_FILE
+    monitor = TrainingMonitor(batches, config.seed, model_path, verbose=bool(verbose))
+    # The progress bar first, so that its epoch line ends before the reference's line.
+    run_callbacks = [keras.callbacks.ProgbarLogger(), monitor]
+    if output_dir is not None:
+        resume_from = resume[0] if resume is not None else None
+        run_callbacks.append(
+            EpochCheckpoint(output_dir, config.epochs, monitor, resume_from, history, batches.steps)
+        )
+    return Run(
+        config=config,
+        device=device,
+        model=model,
+        batches=batches,
+        x_test=x_test[: config.test_size],
+        monitor=monitor,
+        callbacks=[*run_callbacks, *callbacks],
+        initial_epoch=len(history),
+        distribution=distribution,
+    )
 
 
 def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=False, callbacks=()):
     """Trains a VAE with the reference protocol and reports the test ELBO each epoch.
 
-    The run writes into `output_dir`: `config.json`, `history.csv` (one row
-    per epoch), `vae.keras` (the model after the last finished epoch),
-    `checkpoint/` (the last finished epoch's model and optimizer state,
-    written whole or not at all, see `EpochCheckpoint`) and `.lock` (one
-    training per folder at a time). If a run in the same folder was
-    interrupted, at any moment, calling `train` again with the same
+    The run writes into `output_dir` (see `vae_keras.records`): `config.json`,
+    `history.csv` (one row per epoch), `vae.keras` (the model after the last
+    finished epoch), `checkpoint/` (the last finished epoch's model and
+    optimizer state, written whole or not at all, see `EpochCheckpoint`) and
+    `.lock` (one training per folder at a time). If a run in the same folder
+    was interrupted, at any moment, calling `train` again with the same
     configuration resumes after its last finished epoch, to the result of an
     uninterrupted run.
 
@@ -514,77 +507,25 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     output_dir = Path(output_dir)
     device = select_device(config.execution_environment, verbose=bool(verbose))
     output_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(output_dir):
-        return _train(config, output_dir, device, data, verbose, overwrite, callbacks)
-
-
-def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
-    """`train` once the run folder is this process's alone."""
-    latest = _prepare_output_dir(output_dir, config, overwrite, verbose)
-
-    backends.set_random_seed(config.seed)
-    if not resolve_jit_compile(config, device):
-        # Keras turns XLA off where op determinism is on, so only without XLA.
-        backends.enable_determinism(device)
-    (x_train, _), (x_test, _) = data if data is not None else load_mnist()
-    if config.train_size is not None:
-        x_train = x_train[: config.train_size]
-    if config.test_size is not None:
-        x_test = x_test[: config.test_size]
-    if config.batch_size > len(x_train):
-        raise ValueError(
-            f"batch_size={config.batch_size} is larger than the {len(x_train)} training images"
-        )
-    batches = EpochBatches(
-        x_train, config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed
-    )
-    distribution = make_distribution(config, device)
-
-    monitor = TrainingMonitor(batches, config.seed, output_dir / MODEL_FILE, verbose=bool(verbose))
-    resume_from, history_rows = (latest[0], latest[1]["history"]) if latest else (None, [])
-    if resume_from is not None:
-        # The history is the checkpoint's, whatever a kill left in history.csv.
-        write_history(output_dir / HISTORY_FILE, history_rows)
-    with backends.device_scope(device), (distribution.scope() if distribution else contextlib.nullcontext()):
-        model = build_model(config, device, batches.steps)
+    with records.locked(output_dir):
+        resume = records.prepare(output_dir, config, overwrite, verbose)
+        run = build_run(config, data, device, output_dir, resume, callbacks, verbose)
+        if resume is not None and verbose:
+            print(f"Resuming the interrupted run in {output_dir} after its epoch {run.initial_epoch}.")
+        start = time.perf_counter()
+        run.fit(verbose=verbose)
         if verbose:
             print(
-                f"Compiled: jit_compile={model.jit_compile}, steps_per_execution="
-                f"{model.steps_per_execution}"
-                + (f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else "")
-                + "."
+                f"Training took {time.perf_counter() - start:.1f} s (compilation, {config.epochs} "
+                "epochs' training and test evaluations)."
             )
-        all_callbacks = [
-            # The progress bar first, so that its epoch line is finished before
-            # the reference's line is printed below it.
-            keras.callbacks.ProgbarLogger(),
-            monitor,
-            EpochCheckpoint(output_dir, config.epochs, monitor, resume_from, history_rows, batches.steps),
-            *callbacks,
-        ]
-        if resume_from is not None and verbose:
-            print(f"Resuming the interrupted run in {output_dir} after its epoch {len(history_rows)}.")
-        start = time.perf_counter()
-        model.fit(
-            batches,
-            shuffle=False,  # EpochBatches orders the images itself
-            steps_per_epoch=batches.steps,
-            initial_epoch=len(history_rows),
-            epochs=config.epochs,
-            validation_data=x_test,
-            validation_batch_size=config.eval_batch_size,
-            callbacks=all_callbacks,
-            verbose=verbose,
-        )
-    seconds = time.perf_counter() - start
-    if verbose:
-        print(f"Training took {seconds:.1f} s (compilation, {config.epochs} epochs' training and test evaluations).")
-    history = read_history(output_dir / HISTORY_FILE) if (output_dir / HISTORY_FILE).is_file() else {"epoch": []}
-    if monitor.nan_at is not None:
-        epoch, batch = monitor.nan_at
+    history_path = output_dir / records.HISTORY_FILE
+    history = records.read_history(history_path) if history_path.is_file() else {"epoch": []}
+    if run.monitor.nan_at is not None:
+        epoch, batch = run.monitor.nan_at
         kept = (
-            f"The model of the last finished epoch is in {output_dir / MODEL_FILE}"
-            if (output_dir / MODEL_FILE).is_file()
+            f"The model of the last finished epoch is in {output_dir / records.MODEL_FILE}"
+            if (output_dir / records.MODEL_FILE).is_file()
             else "No epoch finished, so no model was saved"
         )
         raise TrainingDiverged(
@@ -592,7 +533,7 @@ def _train(config, output_dir, device, data, verbose, overwrite, callbacks):
             f"batch {batch + 1} (learning_rate={config.learning_rate}). {kept}; try a lower "
             "learning rate."
         )
-    return TrainingResult(model=model, history=history, output_dir=output_dir, device=device)
+    return TrainingResult(model=run.model, history=history, output_dir=output_dir)
 
 
 def evaluate(model, x, batch_size=2_000, verbose=0):
@@ -613,149 +554,10 @@ def evaluate(model, x, batch_size=2_000, verbose=0):
     return {name: float(results[name]) for name in ("elbo", "reconstruction_loss", "kl_loss")}
 
 
-def read_history(path):
-    """Reads a run's `history.csv` into a dict of columns, `epoch` counted from 1.
-
-    Args:
-        path: the CSV file.
-
-    Returns:
-        A dict mapping each column name to a list of floats (ints for `epoch`).
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not a training history.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No training history at {path}")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and "epoch" not in rows[0]:
-        raise ValueError(f"{path} is not a training history: it has no 'epoch' column")
-    columns = {name: [] for name in (rows[0] if rows else ["epoch"])}
-    for row in rows:
-        for name in columns:
-            value = row.get(name, "")
-            if name == "epoch":
-                columns[name].append(int(value) + 1)
-            else:
-                columns[name].append(float(value) if value not in ("", None) else float("nan"))
-    return columns
-
-
-def _finished(output_dir, epochs):
-    """Whether the run's own record says it finished: its model, and a history row for each of its `epochs`."""
-    if not (output_dir / MODEL_FILE).is_file():
-        return False
-    try:
-        return len(read_history(output_dir / HISTORY_FILE)["epoch"]) >= epochs
-    except (OSError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _exclusive(output_dir):
-    """Holds an exclusive lock on the run folder; the system drops it if the process dies."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks, no check
-        yield
-        return
-    path = output_dir / LOCK_FILE
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RuntimeError(
-                f"{output_dir} is in use by another training ({holder}); wait for it to end, "
-                "or choose another output folder."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _prepare_output_dir(output_dir, config, overwrite, verbose=True):
-    """Checks the run folder against `config`; returns its latest checkpoint `(folder, meta)` or None."""
-    config_path = output_dir / CONFIG_FILE
-    config_json = dataclasses.asdict(config)
-    if overwrite:
-        for name in (HISTORY_FILE, MODEL_FILE, CONFIG_FILE):
-            (output_dir / name).unlink(missing_ok=True)
-        for name in (CHECKPOINT_DIR, LEGACY_BACKUP_DIR):
-            shutil.rmtree(output_dir / name, ignore_errors=True)
-    if (output_dir / LEGACY_BACKUP_DIR).exists():
-        raise FileExistsError(
-            f"{output_dir} holds an interrupted run of an older vae_keras (its "
-            f"{LEGACY_BACKUP_DIR}/ folder), which this version cannot resume; finish it with "
-            "that version, or pass overwrite=True (--overwrite) to start afresh."
-        )
-    latest = latest_checkpoint(output_dir)  # a damaged checkpoint is an error naming its file
-    saved = _saved_config(config_path) if config_path.exists() else None
-    if latest is not None:
-        if latest[1]["epoch"] > config.epochs:
-            raise ValueError(
-                f"{latest[0] / CHECKPOINT_META} records epoch {latest[1]['epoch']}, past this run's "
-                f"{config.epochs} epochs; it belongs to another run. Choose another output folder, "
-                "or pass overwrite=True (--overwrite) to start afresh."
-            )
-        if latest[1].get("finished"):
-            raise FileExistsError(
-                f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
-                "choose another output folder or pass overwrite=True (--overwrite on the "
-                "command line) to replace it."
-            )
-        if saved is not None:
-            # A field the saved run predates counts as holding its default.
-            defaults = dataclasses.asdict(VAEConfig())
-            differing = sorted(k for k in config_json if saved.get(k, defaults[k]) != config_json[k])
-            if differing:
-                raise FileExistsError(
-                    f"{output_dir} holds an interrupted run with another configuration "
-                    f"(differs in {', '.join(differing)}); resume it with the same "
-                    "settings, choose another output folder, or pass overwrite=True "
-                    "(--overwrite on the command line)."
-                )
-    elif saved is not None and _finished(output_dir, saved["epochs"] if isinstance(saved.get("epochs"), int) else config.epochs):
-        # A run made before checkpoints recorded `finished`.
-        raise FileExistsError(
-            f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); "
-            "choose another output folder or pass overwrite=True (--overwrite on the "
-            "command line) to replace it."
-        )
-    elif verbose and saved is not None:
-        print(
-            f"{output_dir} holds an unfinished run with no finished epoch to resume from "
-            "(stopped in its first epoch, or by a NaN loss): training starts again from epoch 1."
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    _write_synced(config_path, (json.dumps(config_json, indent=2) + "\n").encode(), atomic=True)
-    return latest
-
-
-def _saved_config(config_path):
-    """The configuration a run folder holds, as a dict; a clear error for anything else."""
-    try:
-        saved = json.loads(config_path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"{config_path} is not valid JSON ({error}); it is not a run's configuration. "
-            "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
-        ) from None
-    if not isinstance(saved, dict):
-        raise ValueError(
-            f"{config_path} holds a JSON {type(saved).__name__}, not a run's configuration. "
-            "Choose another output folder, or pass overwrite=True (--overwrite) to start afresh."
-        )
-    return saved
-
+def _scope(device, distribution):
+    """The device scope, and the data-parallel one where there is one."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(backends.device_scope(device))
+    if distribution is not None:
+        stack.enter_context(distribution.scope())
+    return stack
