@@ -4,7 +4,7 @@
 
 Each backend runs in its own process (a backend is fixed once Keras is
 imported), one after another, on the same 512-image batches of MNIST, with the
-settings `train` would pick ("auto"). A warm-up window (compilation) is left
+run `train` builds (`training.build_run`, "auto" settings). A warm-up window (compilation) is left
 out; the median and the fastest of the timed windows are printed, then a table
 and the ratios to TensorFlow.
 """
@@ -18,26 +18,21 @@ import subprocess
 import sys
 import time
 
+from vae_keras.startup import BACKENDS
+
 CHILD = """
 import json, sys, time
-import numpy as np
 import vae_keras
 from vae_keras import backends, training
 steps, windows = int(sys.argv[1]), int(sys.argv[2])
-config = vae_keras.VAEConfig(train_size=512 * steps)
-device = training.select_device("auto", verbose=False)
-backends.set_random_seed(0)
-(x_train, _), _ = vae_keras.load_mnist()
-batches = training.EpochBatches(x_train[: 512 * steps], 512, epochs=1)
-with backends.device_scope(device):
-    model = training.build_model(config, device, batches.steps)
-    seconds = []
-    for window in range(windows + 1):  # window 0: compilation and warm-up
-        start = time.perf_counter()
-        model.fit(batches, shuffle=False, steps_per_epoch=batches.steps, epochs=1, verbose=0)
-        seconds.append((time.perf_counter() - start) / steps)
-print(json.dumps({"backend": backends.BACKEND, "device": device, "jit_compile": model.jit_compile,
-                  "steps_per_execution": model.steps_per_execution, "warmup_s": seconds[0] * steps,
+run = training.build_run(vae_keras.VAEConfig(train_size=512 * steps), verbose=0)
+seconds = []
+for window in range(windows + 1):  # window 0: compilation and warm-up
+    start = time.perf_counter()
+    run.fit(epochs=1, validate=False, verbose=0)
+    seconds.append((time.perf_counter() - start) / steps)
+print(json.dumps({"backend": backends.BACKEND, "device": run.device, "jit_compile": run.model.jit_compile,
+                  "steps_per_execution": run.model.steps_per_execution, "warmup_s": seconds[0] * steps,
                   "step_s": seconds[1:]}))
 """
 
@@ -46,7 +41,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="steps (batches of 512) per window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per backend")
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     args = parser.parse_args()
     results = []
     for backend in args.backends:
