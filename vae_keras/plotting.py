@@ -52,11 +52,7 @@ def plot_reconstructions(model, x, y, seed=None, path=None):
         ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no
             image in `y`.
     """
-    x = _images(x)
-    y = _labels(y, x)
-    digits, chosen = _two_per_digit(y, seed, "plot_reconstructions")
-    originals = x[chosen]
-    reconstructions = _sampled_reconstructions(model, originals, seed)
+    digits, originals, reconstructions = _two_per_digit_reconstructed(model, x, y, seed, "plot_reconstructions")
 
     figure = matplotlib.figure.Figure(figsize=(10, 6.4))
     axes = figure.subplots(4, 5)
@@ -351,11 +347,7 @@ def plot_mean_vs_sample_reconstructions(model, x, y, seed=None, path=None):
         ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no
             image in `y`.
     """
-    x = _images(x)
-    y = _labels(y, x)
-    digits, chosen = _two_per_digit(y, seed, "plot_mean_vs_sample_reconstructions")
-    originals = x[chosen]
-    sampled = _sampled_reconstructions(model, originals, seed)
+    digits, originals, sampled = _two_per_digit_reconstructed(model, x, y, seed, "plot_mean_vs_sample_reconstructions")
     z_mean, _ = model.encode(originals)
     through_mean = ops.convert_to_numpy(model.decode(z_mean))
 
@@ -531,9 +523,10 @@ def tile_images(images, columns=None):
     return tile
 
 
-def _two_per_digit(y, seed, function):
-    """The digits 0-9 twice and, for each, the index of a random image of it (seeded)."""
-    by_digit = [np.flatnonzero(y == digit) for digit in range(10)]
+def _two_per_digit_reconstructed(model, x, y, seed, function):
+    """Two random test images of each digit (seeded), and their reconstructions through a sampled code (seeded)."""
+    x = _images(x)
+    by_digit = [np.flatnonzero(_labels(y, x) == digit) for digit in range(10)]
     missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
     if missing:
         raise ValueError(
@@ -542,13 +535,10 @@ def _two_per_digit(y, seed, function):
         )
     rng = np.random.default_rng(seed)
     digits = [digit for _ in range(2) for digit in range(10)]
-    return digits, np.array([rng.choice(by_digit[digit]) for digit in digits])
-
-
-def _sampled_reconstructions(model, x, seed):
-    """`model(x)`, through a sampled code, with the sampling noise seeded and put back after."""
+    originals = x[np.array([rng.choice(by_digit[digit]) for digit in digits])]
     with model.sampling.seeded(seed):
-        return ops.convert_to_numpy(model(x, training=False))
+        reconstructions = ops.convert_to_numpy(model(originals, training=False))
+    return digits, originals, reconstructions
 
 
 def output_path(path):
