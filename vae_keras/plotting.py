@@ -53,20 +53,9 @@ def plot_reconstructions(model, x, y, seed=None, path=None):
             image in `y`.
     """
     digits, originals, reconstructions = _two_per_digit_reconstructed(model, x, y, seed, "plot_reconstructions")
-
-    figure = matplotlib.figure.Figure(figsize=(10, 6.4))
-    axes = figure.subplots(4, 5)
-    separator = np.ones((28, 1), dtype="float32")
-    for axis, digit, original, reconstruction in zip(
-        axes.flat, digits, originals, reconstructions
-    ):
-        panel = np.concatenate([original[..., 0], separator, reconstruction[..., 0]], axis=1)
-        axis.imshow(panel, **_IMAGE_STYLE)
-        axis.set_title(str(digit))
-        axis.set_axis_off()
-    figure.suptitle("Example ground truth image vs. reconstructed image")
-    _save(figure, path)
-    return figure
+    return _digit_panels(
+        digits, [originals, reconstructions], (10, 6.4), "Example ground truth image vs. reconstructed image", path
+    )
 
 
 def plot_latent_space(model, x, y, path=None):
@@ -350,22 +339,10 @@ def plot_mean_vs_sample_reconstructions(model, x, y, seed=None, path=None):
     digits, originals, sampled = _two_per_digit_reconstructed(model, x, y, seed, "plot_mean_vs_sample_reconstructions")
     z_mean, _ = model.encode(originals)
     through_mean = ops.convert_to_numpy(model.decode(z_mean))
-
-    figure = matplotlib.figure.Figure(figsize=(12, 6.4))
-    axes = figure.subplots(4, 5)
-    separator = np.ones((28, 1), dtype="float32")
-    for axis, digit, original, mean_image, sample_image in zip(
-        axes.flat, digits, originals, through_mean, sampled
-    ):
-        panel = np.concatenate(
-            [original[..., 0], separator, mean_image[..., 0], separator, sample_image[..., 0]], axis=1
-        )
-        axis.imshow(panel, **_IMAGE_STYLE)
-        axis.set_title(str(digit))
-        axis.set_axis_off()
-    figure.suptitle("Original | decoded from the mean | decoded from a sample")
-    _save(figure, path)
-    return figure
+    return _digit_panels(
+        digits, [originals, through_mean, sampled], (12, 6.4),
+        "Original | decoded from the mean | decoded from a sample", path,
+    )
 
 
 def plot_kl_per_dimension(kl, threshold=None, path=None):
@@ -539,6 +516,20 @@ def _two_per_digit_reconstructed(model, x, y, seed, function):
     with model.sampling.seeded(seed):
         reconstructions = ops.convert_to_numpy(model(originals, training=False))
     return digits, originals, reconstructions
+
+
+def _digit_panels(digits, image_sets, figsize, title, path):
+    """A 4x5 figure: panel i shows image i of each set side by side, 1-pixel white columns between, titled by digit."""
+    figure = matplotlib.figure.Figure(figsize=figsize)
+    separator = np.ones((28, 1), dtype="float32")
+    for axis, digit, *images in zip(figure.subplots(4, 5).flat, digits, *image_sets):
+        pieces = [piece for image in images for piece in (separator, image[..., 0])][1:]
+        axis.imshow(np.concatenate(pieces, axis=1), **_IMAGE_STYLE)
+        axis.set_title(str(digit))
+        axis.set_axis_off()
+    figure.suptitle(title)
+    _save(figure, path)
+    return figure
 
 
 def output_path(path):
