@@ -129,8 +129,7 @@ def latest_checkpoint(output_dir):
     if not valid:
         raise ValueError(
             f"{meta_path} is not a readable checkpoint ({meta if isinstance(meta, str) else 'unexpected content'}); "
-            "it was not written by vae_keras or was changed since. Pass overwrite=True "
-            "(--overwrite) to start the run afresh, or restore the folder."
+            f"it was not written by vae_keras or was changed since. Restore the folder, or {START_AFRESH}"
         )
     return folder, meta
 
@@ -232,7 +231,7 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
         raise FileExistsError(
             f"{output_dir} holds an interrupted run of an older vae_keras (its "
             f"{LEGACY_BACKUP_DIR}/ folder), which this version cannot resume; finish it with "
-            f"that version, or {_START_AFRESH}"
+            f"that version, or {START_AFRESH}"
         )
     latest = latest_checkpoint(output_dir)  # a damaged checkpoint is an error naming its file
     saved = _read_config(config_path) if config_path.exists() else None
@@ -241,7 +240,7 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
             raise ValueError(
                 f"{latest[0] / CHECKPOINT_META} records epoch {latest[1]['epoch']}, past this run's "
                 f"{config.epochs} epochs; it belongs to another run. Choose another output folder, "
-                f"or {_START_AFRESH}"
+                f"or {START_AFRESH}"
             )
         if latest[1].get("finished"):
             raise _finished_run(output_dir)
@@ -253,7 +252,7 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
                 raise FileExistsError(
                     f"{output_dir} holds an interrupted run with another configuration "
                     f"(differs in {', '.join(differing)}); resume it with the same "
-                    f"settings, choose another output folder, or {_START_AFRESH}"
+                    f"settings, choose another output folder, or {START_AFRESH}"
                 )
     elif saved is not None and _finished_before_checkpoints(output_dir, saved, config):
         raise _finished_run(output_dir)
@@ -269,7 +268,8 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
     return latest
 
 
-_START_AFRESH = "pass overwrite=True (--overwrite) to start afresh."
+# How every message about a run folder that cannot be resumed ends.
+START_AFRESH = "pass overwrite=True (--overwrite) to start afresh."
 
 
 def _finished_run(output_dir):
@@ -297,11 +297,11 @@ def _read_config(config_path):
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{config_path} is not valid JSON ({error}); it is not a run's configuration. "
-            f"Choose another output folder, or {_START_AFRESH}"
+            f"Choose another output folder, or {START_AFRESH}"
         ) from None
     if not isinstance(saved, dict):
         raise ValueError(
             f"{config_path} holds a JSON {type(saved).__name__}, not a run's configuration. "
-            f"Choose another output folder, or {_START_AFRESH}"
+            f"Choose another output folder, or {START_AFRESH}"
         )
     return saved

@@ -312,14 +312,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         except Exception as error:  # h5py and Keras raise many types for a damaged file
             raise ValueError(
                 f"{state} could not be loaded ({type(error).__name__}: {error}); it was changed "
-                "since it was written. Pass overwrite=True (--overwrite) to start afresh."
+                f"since it was written. Choose another output folder, or {records.START_AFRESH}"
             ) from None
         steps = int(ops.convert_to_numpy(optimizer.iterations))
         if self.expected_steps is not None and steps != self.expected_steps:
             raise ValueError(
                 f"{state} holds an optimizer after {steps} steps, "
                 f"not the {self.expected_steps} of its {len(self.rows)} epochs; it does not "
-                "belong to this run. Pass overwrite=True (--overwrite) to start afresh."
+                f"belong to this run. Choose another output folder, or {records.START_AFRESH}"
             )
 
     def on_epoch_end(self, epoch, logs=None):
