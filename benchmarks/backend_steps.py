@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from vae_keras.startup import BACKENDS
+from vae_keras.backends import BACKENDS
 
 CHILD = """
 import json, sys, time

@@ -5,7 +5,7 @@
 #   1. the backend-dependent unit tests on JAX, then on PyTorch, on the GPU;
 #   2. the full reference protocol (50 epochs, batches of 512 in order, the
 #      test ELBO after every epoch) through the project's own command line,
-#      `python -m vae_keras --backend jax train`, execution_environment "auto";
+#      `KERAS_BACKEND=jax python -m vae_keras train`, execution_environment "auto";
 #   3. the plain Keras port of the same protocol (../shared/tools/plain_port_gpu.py
 #      keras-jax --spe 117) as the baseline, in the same call;
 #   4. a summary: wall time, per-epoch time and final test ELBO of each.
@@ -62,14 +62,14 @@ for backend in $( [ "${UNIT_TESTS:-1}" = 0 ] || echo jax torch ); do
     section "unit tests, KERAS_BACKEND=$backend"
     start=$(now)
     KERAS_BACKEND=$backend VAE_KERAS_BACKEND_CHILD=1 python3 -m pytest -q -p no:cacheprovider -o addopts= -m "not slow_off_tensorflow" \
-        tests/test_layers.py tests/test_models.py tests/test_training.py tests/test_pretrained.py \
+        tests/test_layers.py tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_training.py tests/test_pretrained.py \
         2>&1 | tail -n 15 || status=1
     echo "unit tests on $backend: $(python3 -c "print(round($(now) - $start, 1))") s"
 done
 
-section "vae_keras: the reference protocol, python -m vae_keras --backend jax train (auto)"
+section "vae_keras: the reference protocol, KERAS_BACKEND=jax python -m vae_keras train (auto)"
 start=$(now)
-python3 -m vae_keras --backend jax train --epochs "$EPOCHS" "${extra[@]}" --verbose 2 --overwrite \
+KERAS_BACKEND=jax python3 -m vae_keras train --epochs "$EPOCHS" "${extra[@]}" --verbose 2 --overwrite \
     --output-dir "$OUT_DIR/vae_keras_jax" 2>&1 | tee "$OUT_DIR/vae_keras_jax.log" | grep -v "^[0-9]*/[0-9]* - " || status=1
 echo "WALL vae_keras_jax $(python3 -c "print(round($(now) - $start, 1))")" | tee -a "$OUT_DIR/walls.txt"
 

@@ -156,9 +156,9 @@ class Worker:
 def _child(connection, name, steps):
     """A child's life: set up one implementation, then time the windows the parent asks for."""
     try:
+        os.environ["KERAS_BACKEND"] = "tensorflow"  # before Keras starts: the baseline uses tf.GradientTape
         import vae_keras
 
-        vae_keras.import_keras("tensorflow")  # sets KERAS_BACKEND: the baseline uses tf.GradientTape
         data = vae_keras.load_mnist()
         window, info = _vae_keras(data, steps, PRECISION[name]) if name in PRECISION else _baseline(data, steps)
         connection.send(("ready", info))

@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import vae_keras
+from keras import ops
 
-keras = vae_keras.import_keras()
-from keras import ops  # noqa: E402
+import vae_keras
+from vae_keras import backends
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set in the child processes below, so that they do not start children of their own.
 CHILD_ENV_VAR = "VAE_KERAS_BACKEND_CHILD"
 # The unit tests whose code differs by backend: steps, layers, training, the shipped model.
-BACKEND_TEST_FILES = ["tests/test_layers.py", "tests/test_models.py", "tests/test_training.py", "tests/test_pretrained.py"]
+BACKEND_TEST_FILES = [
+    "tests/test_layers.py", "tests/test_losses.py", "tests/test_metrics.py",
+    "tests/test_models.py", "tests/test_training.py", "tests/test_pretrained.py",
+]
 
 pytestmark = pytest.mark.skipif(
     os.environ.get(CHILD_ENV_VAR) == "1", reason="already a child run on another backend"
@@ -94,27 +97,48 @@ def test_no_tensorflow_module_is_imported_under_jax(tmp_path):
     assert len(out["val_elbo"]) == 1 and np.isfinite(out["val_elbo"][0])
 
 
-def test_cli_backend_flag_chooses_the_backend_before_keras_is_imported():
+LOAD_SHIPPED_SCRIPT = """
+    import json
+    from pathlib import Path
+    import keras, vae_keras  # nothing else first: the import registers the package's classes
+
+    loaded = {}
+    for path in sorted(Path(vae_keras.PRETRAINED_MODEL_PATH).parent.glob("*.keras")):
+        model = keras.saving.load_model(path)
+        again = keras.models.load_model(path)
+        loaded[path.name] = [type(model).__name__, type(again).__name__, model.count_params()]
+    print(json.dumps({"backend": keras.backend.backend(), "loaded": loaded}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_every_shipped_keras_file_loads_with_plain_keras_after_import_vae_keras(backend):
+    if not installed(backend):
+        pytest.skip(f"{backend} is not installed")
+    out = run_script(backend, LOAD_SHIPPED_SCRIPT)
+    assert out["backend"] == backend
+    shipped = sorted(path.name for path in (ROOT / "models").glob("*.keras"))
+    assert sorted(out["loaded"]) == shipped and len(shipped) >= 4
+    for name, (first, second, params) in out["loaded"].items():
+        expected = "Functional" if name.startswith("digit_classifier") else "VAE"
+        assert first == second == expected, (name, first, second)
+        assert params > 100_000
+    assert out["loaded"]["vae_mnist.keras"][2] == 144_296 + 118_465  # the reference encoder and decoder
+
+
+def test_the_command_line_runs_on_the_backend_keras_backend_names():
     backend = "jax" if installed("jax") else "tensorflow"
-    script = f"""
-        import json, sys
-        from vae_keras.__main__ import main
-        status = main(["--backend", "{backend}", "evaluate", "--test-size", "32"])
-        import keras
-        print(json.dumps({{"status": status, "backend": keras.backend.backend()}}))
-    """
-    out = run_script("tensorflow", script)  # KERAS_BACKEND says tensorflow: --backend wins
-    assert out == {"status": 0, "backend": backend}
+    process = run_on(backend, ["-m", "vae_keras", "evaluate", "--test-size", "32"], timeout=600)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "Test ELBO loss = " in process.stdout
+    help_text = run_on(backend, ["-m", "vae_keras", "--help"]).stdout
+    assert f"Keras backend: {backend}." in help_text and "KERAS_BACKEND" in help_text
 
 
-def test_import_keras_refuses_to_switch_a_running_backend():
-    running = keras.backend.backend()
-    other = "jax" if running != "jax" else "tensorflow"
-    with pytest.raises(ValueError, match=f"already running on '{running}'"):
-        vae_keras.import_keras(other)
-    with pytest.raises(ValueError, match="backend='mxnet'"):
-        vae_keras.import_keras("mxnet")
-    assert vae_keras.import_keras(running) is keras
+def test_a_backend_vae_keras_does_not_run_on_is_a_clear_error():
+    process = run_on("numpy", ["-c", "import vae_keras"])
+    assert process.returncode != 0
+    assert "Set KERAS_BACKEND to one of those" in process.stderr and "'numpy'" in process.stderr
 
 
 EVALUATE_SCRIPT = """
@@ -191,3 +215,31 @@ def test_data_parallel_over_two_cpu_devices_matches_one_device(tmp_path):
     # Same data, same weights at the start; only the noise and the sums' order differ.
     assert parallel[-1] == pytest.approx(single[-1], abs=1.5), (parallel, single)
     assert parallel[-1] < parallel[0]
+
+
+def test_select_device_auto_without_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(backends, "visible_gpus", lambda: [])
+    assert backends.select_device("auto") == "cpu:0"
+    assert "CPU" in capsys.readouterr().out
+
+
+def test_select_device_auto_with_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(backends, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    assert backends.select_device("auto") == "gpu:0"
+    assert "GPU" in capsys.readouterr().out
+
+
+def test_select_device_cpu_forced_even_with_gpu(monkeypatch):
+    monkeypatch.setattr(backends, "visible_gpus", lambda: ["/physical_device:GPU:0"])
+    assert backends.select_device("cpu", verbose=False) == "cpu:0"
+
+
+def test_select_device_gpu_without_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(backends, "visible_gpus", lambda: [])
+    with pytest.raises(RuntimeError, match="sees no GPU"):
+        backends.select_device("gpu")
+
+
+def test_select_device_unknown():
+    with pytest.raises(ValueError, match="'tpu'"):
+        backends.select_device("tpu")

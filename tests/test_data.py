@@ -588,3 +588,28 @@ def test_read_idx_rejects_a_header_with_too_many_dimensions(tmp_path, suffix):
     with pytest.raises(data.DataError) as error_info:
         data.read_idx(path)
     assert_message(error_info, path, "100 dimensions")
+
+
+def test_epoch_batches_in_order_and_shuffled(mnist):
+    (x_train, _), _ = mnist
+    x = x_train[:300]
+    in_order = data.EpochBatches(x, 128, epochs=3)
+    assert in_order.steps == 2  # the remainder of 44 is left out
+    assert len(in_order) == 6  # one sequence over all epochs
+    for epoch in range(3):
+        batches = [in_order[epoch * 2 + step][0] for step in range(2)]
+        np.testing.assert_array_equal(np.concatenate(batches), x[:256])
+
+    shuffled = data.EpochBatches(x, 128, epochs=6, shuffle=True, seed=5)
+
+    def epoch_images(dataset, index_of_epoch):
+        return np.concatenate([dataset[index_of_epoch * 2 + step][0] for step in range(2)])
+
+    first = epoch_images(shuffled, 3)
+    np.testing.assert_array_equal(first, x[np.random.default_rng([5, 3]).permutation(300)[:256]])
+    assert not np.array_equal(first, epoch_images(shuffled, 4))
+    np.testing.assert_array_equal(first, epoch_images(shuffled, 3))
+    # A run resumed at epoch 2 starts its sequence there: its second epoch is epoch 3.
+    resumed = data.EpochBatches(x, 128, epochs=6, shuffle=True, seed=5)
+    resumed.first_epoch = 2
+    np.testing.assert_array_equal(epoch_images(resumed, 1), first)

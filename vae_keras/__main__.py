@@ -1,8 +1,7 @@
-"""Command line: `python -m vae_keras [--backend NAME] train | evaluate | generate | figures | quality | train-classifier`.
+"""Command line: `python -m vae_keras train | evaluate | generate | figures | quality | train-classifier`.
 
-Kept short on purpose: the work is done by the package's importable modules.
-Keras is imported only after the arguments are read, so `--backend` can choose
-its backend first.
+Kept short on purpose: the work is done by the package's modules. The Keras
+backend is chosen as Keras chooses it: `KERAS_BACKEND=jax python -m vae_keras train`.
 """
 
 import argparse
@@ -10,25 +9,20 @@ import dataclasses
 import sys
 import time
 
-# Light: `vae_keras.training` and the other modules that need Keras load on
-# first use, after --backend is read.
-import vae_keras
-from vae_keras import records
+from vae_keras import classifier, plotting, quality, records, training
+from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED
-from vae_keras.config import AUTO_BOOL, VAEConfig
-from vae_keras.startup import BACKENDS
+from vae_keras.config import AUTO_BOOL, PRETRAINED_MODEL_PATH, VAEConfig
+from vae_keras.data import load_mnist
+from vae_keras.models import load_vae
+
 
 def main(argv=None):
     """Runs the command line; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        vae_keras.import_keras(args.backend)
         return args.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a read-only folder, a full disk: name the file, no traceback
+    except (OSError, ValueError, RuntimeError) as error:  # missing or damaged files, full disks, bad values
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -37,7 +31,6 @@ def main(argv=None):
 
 
 def _train(args):
-    training = vae_keras.training
     fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(VAEConfig)}
     config = VAEConfig(**fields)
     print(f"Configuration: {config}")
@@ -54,15 +47,15 @@ def _train(args):
 
 
 def _evaluate(args):
-    model = vae_keras.load_vae(args.model)
-    (_, _), (x_test, _) = vae_keras.load_mnist(args.data_dir)
+    model = load_vae(args.model)
+    (_, _), (x_test, _) = load_mnist(args.data_dir)
     if args.test_size is not None:
         x_test = x_test[: args.test_size]
     model.sampling.reseed(args.seed)
     start = time.perf_counter()
-    results = vae_keras.evaluate(model, x_test, batch_size=args.batch_size)
+    results = training.evaluate(model, x_test, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
-    print(f"Model: {args.model or records.PRETRAINED_MODEL_PATH}")
+    print(f"Model: {args.model or PRETRAINED_MODEL_PATH}")
     print(f"Test images: {len(x_test)} (z sampled, seed {args.seed})")
     print(f"Test ELBO loss = {results['elbo']:.4f}")
     print(f"Reconstruction loss = {results['reconstruction_loss']:.4f}")
@@ -72,17 +65,16 @@ def _evaluate(args):
 
 
 def _generate(args):
-    plotting = vae_keras.plotting
-    model = vae_keras.load_vae(args.model)
+    model = load_vae(args.model)
     plotting.plot_generated(model, n=args.n, seed=args.seed, path=args.out)
     print(f"Saved {args.n} generated digits to {plotting.output_path(args.out)}")
     return 0
 
 
 def _figures(args):
-    model = vae_keras.load_vae(args.model)
+    model = load_vae(args.model)
     history = args.history if args.history is not None else records.history_beside(args.model)
-    written = vae_keras.plotting.save_all_figures(
+    written = plotting.save_all_figures(
         model, args.out_dir, history_path=history, seed=args.seed, data_dir=args.data_dir
     )
     for path in written:
@@ -91,7 +83,6 @@ def _figures(args):
 
 
 def _train_classifier(args):
-    classifier = vae_keras.classifier
     path = args.out if args.out is not None else classifier.CLASSIFIER_PATH
     result = classifier.train_classifier(path, epochs=args.epochs, seed=args.seed, verbose=args.verbose)
     size_kb = result["path"].stat().st_size / 1024
@@ -102,13 +93,12 @@ def _train_classifier(args):
 
 
 def _quality(args):
-    quality = vae_keras.quality
-    model = vae_keras.load_vae(args.model)
-    digit_classifier = vae_keras.load_classifier(args.classifier)
-    data = vae_keras.load_mnist(args.data_dir)
+    model = load_vae(args.model)
+    digit_classifier = classifier.load_classifier(args.classifier)
+    data = load_mnist(args.data_dir)
     start = time.perf_counter()
     report = quality.quality_report(model, digit_classifier, data, n=args.n, seed=args.seed)
-    print(f"Model: {args.model or records.PRETRAINED_MODEL_PATH}")
+    print(f"Model: {args.model or PRETRAINED_MODEL_PATH}")
     print(quality.format_report(report))
     print(f"Time taken = {time.perf_counter() - start:.1f}s")
     return 0
@@ -118,10 +108,8 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m vae_keras",
         description="Train, evaluate and sample the MNIST VAE of MathWorks' example.",
-    )
-    parser.add_argument(
-        "--backend", choices=BACKENDS, default=None,
-        help="Keras backend (default: KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow)",
+        epilog=f"Keras backend: {BACKEND}. Choose another with the environment variable KERAS_BACKEND "
+        "(tensorflow, jax or torch), e.g. KERAS_BACKEND=jax python -m vae_keras train.",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 

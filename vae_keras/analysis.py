@@ -6,6 +6,7 @@ import numpy as np
 from keras import ops
 
 from vae_keras.checks import check_int, check_number
+from vae_keras.models import in_batches
 
 # Images x samples decoded per decoder call in `iwae_bound`: bounds the memory
 # (10,000 MNIST decodings are 31 MB of float32).
@@ -217,13 +218,6 @@ def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
     Returns:
         A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
     """
-    means, log_variances = [], []
-    for start in range(0, len(x), batch_size):
-        z_mean, z_log_var = model.encode(x[start : start + batch_size])
-        means.append(ops.convert_to_numpy(z_mean))
-        log_variances.append(ops.convert_to_numpy(z_log_var))
-    return (
-        np.concatenate(means).astype("float32"),
-        np.concatenate(log_variances).astype("float32"),
-    )
+    z_mean, z_log_var = in_batches(model.encode, x, batch_size)
+    return z_mean.astype("float32"), z_log_var.astype("float32")
 

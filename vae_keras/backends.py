@@ -1,36 +1,69 @@
-"""Everything that differs between Keras' backends, side by side: train steps, devices, determinism.
+"""Everything that differs between Keras' backends, side by side: start-up, train steps, devices, compilation.
 
-Keras 3 runs the same model on TensorFlow, JAX and PyTorch, but a custom
-`train_step` has to compute gradients the backend's own way (keras.io's guides
-"Customizing what happens in fit()" for TensorFlow, JAX and PyTorch). The three
-classes below hold the only code that does; the loss itself is written once,
-in `keras.ops`, in `vae_keras.losses`, and `VAE` inherits the steps of the
-backend Keras runs on (`Steps`).
+Keras 3 runs the same model on TensorFlow, JAX and PyTorch; the backend is
+chosen when Keras is first imported, from `KERAS_BACKEND` (else
+`~/.keras/keras.json`, else TensorFlow), and cannot change afterwards. This is
+the only module of the package that asks which backend runs: a custom
+`train_step` computes gradients the backend's own way (keras.io's guides
+"Customizing what happens in fit()"), and devices, determinism and compilation
+are each backend's own. The loss itself is written once, in `keras.ops`.
 """
 
+import contextlib
+import os
 import sys
 
-import keras
+from vae_keras.checks import check_choice
+from vae_keras.config import EXECUTION_ENVIRONMENTS
 
-from vae_keras.startup import BACKENDS, quiet_stderr
+# TensorFlow's C++ log lines ("failed call to cuInit" on a machine without a
+# GPU, tf.data version notices), read when TensorFlow is first imported: "3"
+# hides them. Python warnings and errors are unaffected; set
+# TF_CPP_MIN_LOG_LEVEL yourself to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# The backend Keras was started with: KERAS_BACKEND, else ~/.keras/keras.json,
-# else TensorFlow. It cannot change once Keras is imported.
-BACKEND = keras.backend.backend()
+# The Keras backends this project runs on.
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Sends file descriptor 2 to /dev/null for the block: C++ logs bypass Python's `sys.stderr`."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (some embedded interpreters)
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+# TensorFlow prints oneDNN and CUDA notices from C++ on import and at its first
+# look for a GPU, before its log level applies.
+with quiet_stderr():
+    import keras
+
+    BACKEND = keras.backend.backend()
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    elif BACKEND == "jax":  # only the active backend's library: TensorFlow need not be installed
+        import jax
+    elif BACKEND == "torch":
+        import torch
+
 if BACKEND not in BACKENDS:
     raise ImportError(
         f"vae_keras trains on Keras' {', '.join(BACKENDS)} backends; Keras runs on "
         f"{BACKEND!r} (KERAS_BACKEND or ~/.keras/keras.json). Set KERAS_BACKEND to one of those."
     )
-
-# Only the active backend's library is imported: TensorFlow need not be
-# installed to train on JAX or PyTorch.
-if BACKEND == "tensorflow":
-    import tensorflow as tf
-elif BACKEND == "jax":
-    import jax
-elif BACKEND == "torch":
-    import torch
 
 
 class TensorFlowSteps:
@@ -53,10 +86,10 @@ class TensorFlowSteps:
 class JAXSteps:
     """Train and test steps for the JAX backend: pure functions of the model's state.
 
-    JAX differentiates functions, not objects, so Keras hands the step every
-    variable's value in `state` and takes the new values back; nothing is
-    assigned in place. `keras.StatelessScope` lets the ordinary, stateful
-    `loss_and_terms` and `update_metrics` run on those values.
+    JAX differentiates functions, not objects: Keras hands the step every
+    variable's value in `state` and takes the new values back.
+    `keras.StatelessScope` lets the ordinary `loss_and_terms` and
+    `update_metrics` run on those values.
     """
 
     def train_step(self, state, data):
@@ -117,6 +150,13 @@ class TorchSteps:
 Steps = {"tensorflow": TensorFlowSteps, "jax": JAXSteps, "torch": TorchSteps}[BACKEND]
 
 
+def backend_version():
+    """The version of the active backend's library, such as "2.20.0"."""
+    return {"tensorflow": lambda: tf.__version__, "jax": lambda: jax.__version__, "torch": lambda: torch.__version__}[
+        BACKEND
+    ]()
+
+
 def visible_gpus():
     """The GPUs the active backend can use, as a list of device names."""
     if BACKEND == "tensorflow":
@@ -127,24 +167,119 @@ def visible_gpus():
     return [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
 
 
-def devices_of_kind(kind):
-    """How many devices of `kind` ("gpu" or "cpu") the backend sees (JAX may see several CPUs)."""
-    if kind == "gpu":
-        return len(visible_gpus())
-    if BACKEND == "jax":
-        return len(jax.devices("cpu"))
-    return 1
+def select_device(execution_environment="auto", verbose=True):
+    """Chooses where to train, as the reference's `executionEnvironment` does.
+
+    Args:
+        execution_environment: "auto" (a GPU where the backend sees one, else
+            the CPU), "cpu" or "gpu".
+        verbose: print the backend and the choice.
+
+    Returns:
+        A device name for `keras.device`: "gpu:0" or "cpu:0".
+
+    Raises:
+        ValueError: for an unknown environment.
+        RuntimeError: for "gpu" when the backend sees no GPU.
+    """
+    check_choice("execution_environment", execution_environment, EXECUTION_ENVIRONMENTS)
+    gpus = [] if execution_environment == "cpu" else visible_gpus()
+    if execution_environment == "gpu" and not gpus:
+        raise RuntimeError(
+            f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. "
+            f"Install a GPU build ({gpu_install_hint()}) on a machine with an "
+            "NVIDIA GPU, or use execution_environment='auto' or 'cpu'."
+        )
+    device = "gpu:0" if gpus else "cpu:0"
+    if verbose:
+        where = f"the GPU ({gpus[0]})" if gpus else "the CPU"
+        print(
+            f"Keras backend {BACKEND!r}, execution environment "
+            f"{execution_environment!r}: training on {where}, device {device!r}."
+        )
+    return device
 
 
-def device_scope(device):
-    """`keras.device(device)`, except PyTorch's CPU, which is named without an index.
+def gpu_install_hint():
+    """How to get a GPU build of the active backend, for error messages."""
+    return {
+        "tensorflow": "pip install 'tensorflow[and-cuda]'",
+        "jax": "pip install 'jax[cuda12]'",
+        "torch": "pip install torch (the default Linux wheel is a CUDA build)",
+    }[BACKEND]
 
-    On PyTorch, Keras moves each new weight with `.to("cpu:0")`, which copies a
-    weight made on "cpu" into a tensor that is no longer a trainable parameter.
+
+def jit_compile(setting, device):
+    """Whether the train step is compiled (XLA on TensorFlow, `jax.jit`, `torch.compile`).
+
+    "auto" follows measurements (docs/backends.md): TensorFlow uses XLA on a GPU
+    only (on a CPU it ran 2x slower); JAX always compiles (its eager mode runs
+    op by op); PyTorch runs eagerly (`torch.compile` made the reference
+    protocol slower on an H200: 52 s against 26 s).
+    """
+    if setting != "auto":
+        return bool(setting)
+    return BACKEND == "jax" or (BACKEND == "tensorflow" and device.startswith("gpu"))
+
+
+def steps_per_execution(setting, device, steps_per_epoch):
+    """Train steps per compiled call: "auto" runs a whole epoch per call with JAX on a GPU, else 1.
+
+    There a step takes under 2 ms and Python's round trip between steps
+    matters (0.184 s against 0.19-0.23 s per epoch on an H200); on a CPU 5
+    steps per call measured no faster (1.02x).
+    """
+    if setting != "auto":
+        return setting
+    return steps_per_epoch if BACKEND == "jax" and device.startswith("gpu") else 1
+
+
+def distribution(setting, device, batch_sizes):
+    """Keras' `DataParallel` over every device of the chosen kind, or None for one device.
+
+    Args:
+        setting: `VAEConfig.data_parallel`: "auto" splits each batch where JAX
+            sees several devices of the kind; True insists; False never.
+        device: the training device, such as "cpu:0".
+        batch_sizes: `{name: size}` of the batches to split, for the check
+            that the devices share them evenly.
+
+    Raises:
+        ValueError: for True on a backend other than JAX or with one device,
+            or a batch size the devices cannot share evenly.
+    """
+    kind = device.split(":")[0]
+    count = len(visible_gpus()) if kind == "gpu" else (len(jax.devices("cpu")) if BACKEND == "jax" else 1)
+    if setting is False or (setting == "auto" and (BACKEND != "jax" or count < 2)):
+        return None
+    if BACKEND != "jax" or count < 2:
+        raise ValueError(
+            f"data_parallel=True needs the JAX backend and several devices; the "
+            f"{BACKEND} backend sees {count} {kind.upper()} device(s)"
+        )
+    for name, size in batch_sizes.items():
+        if size % count:
+            raise ValueError(
+                f"{name} must be a multiple of the {count} devices that share each batch, "
+                f"received {name}={size!r}"
+            )
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices(kind))
+
+
+def scope(device, data_parallel=None):
+    """The device scope, and the data-parallel one where there is one, as one context manager.
+
+    On PyTorch the CPU is named without an index: Keras moves each new weight
+    with `.to("cpu:0")`, which would copy a weight made on "cpu" into a tensor
+    that is no longer a trainable parameter.
     """
     if BACKEND == "torch" and device.startswith("cpu"):
         device = "cpu"
-    return keras.device(device)
+    stack = contextlib.ExitStack()
+    stack.enter_context(keras.device(device))
+    if data_parallel is not None:
+        stack.enter_context(data_parallel.scope())
+    return stack
 
 
 def set_random_seed(seed):
@@ -164,24 +299,9 @@ def set_random_seed(seed):
 
 
 def enable_determinism(device):
-    """Makes training repeatable on the CPU: same seed, same losses.
-
-    TensorFlow needs its deterministic kernels switched on; JAX's CPU kernels
-    are deterministic already; PyTorch is asked for deterministic algorithms on
-    the CPU (on a GPU they would cost speed and need cuBLAS settings).
-    """
+    """Makes training repeatable on the CPU: TensorFlow's deterministic kernels, PyTorch's deterministic algorithms (JAX's CPU kernels are already)."""
     if BACKEND == "tensorflow":
         tf.config.experimental.enable_op_determinism()
     elif BACKEND == "torch":
         # A process-wide switch: off again for a GPU run in the same process.
         torch.use_deterministic_algorithms(device.startswith("cpu"))
-
-
-def gpu_install_hint():
-    """How to get a GPU build of the active backend, for error messages."""
-    return {
-        "tensorflow": "pip install 'tensorflow[and-cuda]'",
-        "jax": "pip install 'jax[cuda12]'",
-        "torch": "pip install torch (the default Linux wheel is a CUDA build)",
-    }[BACKEND]
-

@@ -1,15 +1,133 @@
-"""A callback that decodes the same codes after every epoch, to watch the decoder learn."""
+"""The callbacks of a training run: the reference's per-epoch protocol, crash-safe checkpoints, decoded samples."""
 
+import math
+import time
 from pathlib import Path
 
 import keras
 import matplotlib.figure
-import matplotlib.image
 import numpy as np
 from keras import ops
 
+from vae_keras import plotting, records
 from vae_keras.checks import check_int
-from vae_keras.plotting import DPI, tile_images
+
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """The reference protocol's per-epoch bookkeeping.
+
+    At the start of each epoch it resets the sampling noise to a stream of
+    the seed and the epoch, and (once) tells the `EpochBatches` where the run
+    starts, so that a resumed run repeats an uninterrupted one. At the end it
+    records the epoch's training time without the test evaluation (the
+    reference's `toc`), prints the reference's line and saves the model,
+    unless the loss became NaN: then training stops and the last good model stays.
+
+    Args:
+        batches: the `EpochBatches` being trained on, or None.
+        seed: the run's seed.
+        model_path: where to save the model after each epoch, or None.
+        verbose: print the per-epoch line.
+    """
+
+    def __init__(self, batches=None, seed=0, model_path=None, verbose=True):
+        super().__init__()
+        self.batches = batches
+        self.seed = seed
+        self.model_path = model_path
+        self.verbose = verbose
+        self.nan_at = None
+        self._epoch = 0
+        self._epoch_start = None
+        self._last_batch_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.batches is not None and self._epoch_start is None:
+            self.batches.first_epoch = epoch  # a resumed run starts after epoch 0
+        sampling = getattr(self.model, "sampling", None)
+        if sampling is not None:
+            sampling.reseed(self.seed, stream=epoch)
+        self._epoch = epoch
+        self._epoch_start = time.perf_counter()
+        self._last_batch_end = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = time.perf_counter()
+        loss = (logs or {}).get("elbo")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.nan_at = (self._epoch, batch)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        end = self._last_batch_end or time.perf_counter()
+        logs["epoch_seconds"] = end - self._epoch_start
+        if self.nan_at is not None:
+            return
+        test_elbo = logs.get("val_elbo")
+        if self.verbose and test_elbo is not None:
+            print(
+                f"Epoch : {epoch + 1} Test ELBO loss = {float(test_elbo):.4f}. "
+                f"Time taken for epoch = {logs['epoch_seconds']:.4f}s",
+                flush=True,
+            )
+        if self.model_path is not None:
+            records.save_model(self.model, self.model_path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves each finished epoch as one checkpoint folder, all there or not there (see docs/crash-safety.md).
+
+    Args:
+        output_dir: the run folder.
+        epochs: the run's number of epochs (the last one is marked finished).
+        monitor: the run's `TrainingMonitor` (no checkpoint after a NaN loss).
+        resume: the `records.Checkpoint` to load when training begins, or None.
+        steps_per_epoch: batches per epoch, to check the loaded optimizer's step count.
+    """
+
+    def __init__(self, output_dir, epochs, monitor, resume=None, steps_per_epoch=None):
+        super().__init__()
+        self.output_dir = Path(output_dir)
+        self.epochs = epochs
+        self.monitor = monitor
+        self.resume = resume
+        self.rows = list(resume.history) if resume is not None else []
+        self.expected_steps = len(self.rows) * steps_per_epoch if steps_per_epoch else None
+
+    def on_train_begin(self, logs=None):
+        if self.resume is None:
+            return
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            # Adam's moments exist only once built; unbuilt, Keras would skip
+            # loading them with a warning and resume with a fresh Adam.
+            optimizer.build(self.model.trainable_variables)
+        state = self.resume.state
+        try:
+            self.model.load_weights(state)
+        except Exception as error:  # h5py and Keras raise many types for a damaged file
+            raise ValueError(
+                f"{state} could not be loaded ({type(error).__name__}: {error}); it was changed "
+                f"since it was written. Choose another output folder, or {records.START_AFRESH}"
+            ) from None
+        steps = int(ops.convert_to_numpy(optimizer.iterations))
+        if self.expected_steps is not None and steps != self.expected_steps:
+            raise ValueError(
+                f"{state} holds an optimizer after {steps} steps, "
+                f"not the {self.expected_steps} of its {len(self.rows)} epochs; it does not "
+                f"belong to this run. Choose another output folder, or {records.START_AFRESH}"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor.nan_at is not None:
+            return
+        row = {"epoch": epoch}
+        row.update({name: float(value) for name, value in sorted((logs or {}).items())})
+        self.rows.append(row)
+        meta = {"epoch": epoch + 1, "finished": epoch + 1 >= self.epochs, "history": self.rows}
+        records.write_checkpoint(self.model, self.output_dir, meta)
+        records.write_history(self.output_dir / records.HISTORY_FILE, self.rows)
 
 
 class DecodedSamples(keras.callbacks.Callback):
@@ -82,7 +200,7 @@ class DecodedSamples(keras.callbacks.Callback):
             ValueError: if nothing was recorded yet, or an epoch was not.
         """
         rows = self._rows(epochs)
-        return tile_images(np.concatenate([self.images[row] for row in rows]), columns=self.n)
+        return plotting.tile_images(np.concatenate([self.images[row] for row in rows]), columns=self.n)
 
     def save_strip(self, path, epochs=None):
         """Writes `strip(epochs)` as a grey PNG, one image pixel per file pixel.
@@ -94,10 +212,7 @@ class DecodedSamples(keras.callbacks.Callback):
         Returns:
             The path written, a `pathlib.Path`.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        matplotlib.image.imsave(path, self.strip(epochs), cmap="gray", vmin=0.0, vmax=1.0)
-        return path
+        return plotting.save_image(self.strip(epochs), path)
 
     def plot(self, epochs=None, path=None):
         """A figure of the strip with each row labelled by its epoch.
@@ -120,14 +235,11 @@ class DecodedSamples(keras.callbacks.Callback):
         height = width * tile.shape[0] / tile.shape[1] + 0.6
         figure = matplotlib.figure.Figure(figsize=(width, height), layout="constrained")
         axis = figure.subplots()
-        axis.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axis.imshow(tile, **plotting.IMAGE_STYLE)
         axis.set_yticks(14 + 28 * np.arange(len(rows)), labels=[str(self.epochs[row]) for row in rows])
         axis.set_xticks([])
         axis.set(ylabel="epoch", title=f"The same {self.n} codes decoded after each epoch")
-        if path is not None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        plotting.save_figure(figure, path)
         return figure
 
     def _record(self, epoch):

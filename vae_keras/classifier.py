@@ -6,12 +6,12 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from vae_keras import records
+from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED, check_int
+from vae_keras.config import CLASSIFIER_PATH
 from vae_keras.data import load_mnist
-from vae_keras.models import IMAGE_SHAPE, load_keras_file, save_model_atomically
-
-# The classifier that ships with the project, trained by `python -m vae_keras train-classifier`.
-CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / "digit_classifier.keras"
+from vae_keras.models import IMAGE_SHAPE, load_keras_file
 # Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
 FEATURES_LAYER = "features"
 # Number of units of that layer.
@@ -106,7 +106,7 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
     # A copy without the optimizer: a third of the size, and all that inference needs.
     inference_copy = build_classifier(name=classifier.name)
     inference_copy.set_weights(classifier.get_weights())
-    save_model_atomically(inference_copy, path)
+    records.save_model(inference_copy, path)
     config = {
         "epochs": epochs,
         "seed": seed,
@@ -115,10 +115,10 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
         "train_images": int(len(x_train)),
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "backend": keras.backend.backend(),
+        "backend": BACKEND,
         "keras_version": keras.__version__,
     }
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    records.write_atomically(config_path, lambda temporary: temporary.write_text(json.dumps(config, indent=2) + "\n"))
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),

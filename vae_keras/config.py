@@ -1,7 +1,8 @@
-"""One configuration object holding the reference example's training settings."""
+"""The reference example's settings and published numbers, and where the project's shipped files are."""
 
 import dataclasses
 import os
+from pathlib import Path
 
 from vae_keras.checks import MAX_SEED, check_choice, check_int, check_number
 
@@ -21,6 +22,23 @@ MNIST_TRAIN_SIZE = 60_000
 
 # The values of the fields that take True, False or "auto".
 AUTO_BOOL = (True, False, "auto")
+
+# The reference's published test ELBO loss per epoch (MATLAB, GPU), epochs 1..50.
+REFERENCE_TEST_ELBO = (
+    28.0145, 24.8995, 23.2756, 21.151, 20.5335, 20.232, 19.9988, 19.8955, 19.7991, 19.6773,
+    19.5181, 19.4532, 19.3771, 19.2893, 19.1641, 19.2175, 19.158, 19.085, 19.1169, 19.0791,
+    19.0395, 18.9556, 18.9469, 18.924, 18.9124, 18.9595, 18.9256, 18.8708, 18.8602, 18.8563,
+    18.8127, 18.7989, 18.8, 18.8095, 18.7601, 18.7469, 18.7049, 18.7084, 18.6858, 18.7284,
+    18.6574, 18.6388, 18.7133, 18.6846, 18.6001, 18.5897, 18.6184, 18.6389, 18.5918, 18.5081,
+)  # fmt: skip
+
+# The files that ship with the project: the MNIST data, the model trained with
+# the reference protocol and its history, and the digit classifier.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_DIR / "data"
+PRETRAINED_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist.keras"
+PRETRAINED_HISTORY_PATH = PROJECT_DIR / "models" / "vae_mnist_history.csv"
+CLASSIFIER_PATH = PROJECT_DIR / "models" / "digit_classifier.keras"
 
 
 def _field(default, help, choices=None):

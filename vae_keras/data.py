@@ -1,4 +1,4 @@
-"""MNIST from its four IDX files: reading, checking and scaling, with clear errors."""
+"""MNIST from its four IDX files (reading, checking and scaling, with clear errors), and its training batches."""
 
 import gzip
 import hashlib
@@ -6,10 +6,11 @@ import math
 import zlib
 from pathlib import Path
 
+import keras
 import numpy as np
 
-# The repository's `data/` folder, where the four MNIST files ship.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from vae_keras.checks import check_int
+from vae_keras.config import DEFAULT_DATA_DIR
 
 # The four files of MNIST, by role, without the `.gz` suffix.
 MNIST_FILES = {
@@ -368,8 +369,6 @@ def _scale(images):
 
 def _load_with_keras(data_dir, file_names):
     """The fallback when `data_dir` holds none of the files: Keras' copy."""
-    import keras  # imported here: reading the files needs no Keras
-
     print(
         f"MNIST files not found in {data_dir}; loading them with "
         f"keras.datasets.mnist.load_data() (downloads when not cached)."
@@ -476,3 +475,55 @@ def load_mnist(data_dir=None, verify=True):
         (_scale(arrays["train_images"]), arrays["train_labels"].copy()),
         (_scale(arrays["test_images"]), arrays["test_labels"].copy()),
     )
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """The training images as NumPy mini-batches, in the reference's order, for every backend.
+
+    An epoch is floor(N / batch_size) full batches and the remainder is left
+    out, as in the reference. With `shuffle=True` the order of epoch `e` is a
+    permutation drawn from the seed and `e` alone, so a resumed run sees the
+    same batches as an uninterrupted one. The dataset is one sequence over all
+    the run's epochs (`fit` gets `steps_per_epoch=steps`): batch `i` belongs to
+    epoch `first_epoch + i // steps`, whatever Keras prefetches ahead.
+
+    Args:
+        x: images, shape (N, 28, 28, 1).
+        batch_size: images per batch.
+        epochs: the run's number of epochs.
+        shuffle: reshuffle before each epoch.
+        seed: seed of the permutations.
+
+    Attributes:
+        steps: batches per epoch.
+        first_epoch: the epoch (0-based) batch 0 belongs to; set when training starts.
+    """
+
+    def __init__(self, x, batch_size, epochs, shuffle=False, seed=0):
+        super().__init__()
+        check_int("batch_size", batch_size, maximum=len(x), maximum_is="the number of training images")
+        self.x = x
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.shuffle = shuffle
+        self.seed = seed
+        self.steps = len(x) // batch_size
+        self.first_epoch = 0
+        self._orders = {}
+
+    def __len__(self):
+        return self.steps * self.epochs
+
+    def __getitem__(self, index):
+        epoch, step = divmod(index, self.steps)
+        start = step * self.batch_size
+        if not self.shuffle:
+            return (self.x[start : start + self.batch_size],)
+        order = self.order(self.first_epoch + epoch)
+        return (self.x[order[start : start + self.batch_size]],)
+
+    def order(self, epoch):
+        """The permutation of the training images in epoch `epoch` (0-based)."""
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.x))}
+        return self._orders[epoch]

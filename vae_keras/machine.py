@@ -2,7 +2,6 @@
 
 import os
 import platform
-import sys
 
 import keras
 
@@ -29,7 +28,6 @@ def describe_machine(device=None):
     Training device: cpu:0
     ...
     """
-    backend = keras.backend.backend()
     accelerators = backends.visible_gpus()
     lines = [
         f"CPU: {cpu_model()}, {os.cpu_count()} cores",
@@ -40,7 +38,7 @@ def describe_machine(device=None):
     lines += [
         f"System: {platform.platform()}",
         f"Python {platform.python_version()}, Keras {keras.__version__}, "
-        f"backend {backend} {_backend_version(backend)}",
+        f"backend {backends.BACKEND} {backends.backend_version()}",
     ]
     return "\n".join(lines)
 
@@ -59,9 +57,3 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _backend_version(backend):
-    """The version of the backend's library, or an empty string."""
-    module = sys.modules.get({"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}.get(backend, ""))
-    return getattr(module, "__version__", "")

@@ -1,6 +1,5 @@
 """The reference encoder and decoder, and the VAE model that trains them together."""
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from vae_keras.backends import Steps
 from vae_keras.checks import check_int
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
-from vae_keras.records import PRETRAINED_MODEL_PATH
+from vae_keras.config import PRETRAINED_MODEL_PATH
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -194,11 +193,7 @@ class VAE(Steps, keras.Model):
         Raises:
             ValueError: if `n` or `batch_size` is not a positive integer.
         """
-        check_int("batch_size", batch_size)
-        z = self.prior_codes(n, seed)
-        return np.concatenate(
-            [ops.convert_to_numpy(self.decode(z[start : start + batch_size])) for start in range(0, len(z), batch_size)]
-        )
+        return in_batches(self.decode, self.prior_codes(n, seed), batch_size)
 
     def prior_codes(self, n, seed=None):
         """`n` codes drawn from the prior N(0, I) with NumPy, as `generate` decodes them; float32 (n, latent_dim)."""
@@ -247,19 +242,26 @@ class VAE(Steps, keras.Model):
         return cls(**config)
 
 
+def in_batches(function, x, batch_size):
+    """Calls `function` on consecutive slices of `x`, `batch_size` rows each, and joins its outputs.
 
+    Bounds the memory of a model's activations when it runs over a whole data
+    set: `in_batches(model.decode, codes, 1_000)`.
 
-def save_model_atomically(model, path):
-    """Saves `model` to `path` through a temporary file and a rename: a kill leaves the old file whole."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.partial.keras")
-    try:
-        model.save(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    Returns:
+        The outputs concatenated as NumPy arrays; a tuple of arrays where
+        `function` returns a tuple.
+
+    Raises:
+        ValueError: when `batch_size` is not a positive integer or `x` is empty.
+    """
+    check_int("batch_size", batch_size)
+    if len(x) == 0:
+        raise ValueError("in_batches needs at least one row, received an empty array")
+    outputs = [function(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+    if isinstance(outputs[0], tuple):
+        return tuple(np.concatenate([ops.convert_to_numpy(part) for part in parts]) for parts in zip(*outputs))
+    return np.concatenate([ops.convert_to_numpy(output) for output in outputs])
 
 
 def load_keras_file(path, what, hint="", compile=True):

@@ -6,13 +6,15 @@ from pathlib import Path
 import matplotlib
 import matplotlib.colors
 import matplotlib.figure
+import matplotlib.image
 import numpy as np
 from keras import ops
 
 from vae_keras import analysis
 from vae_keras.checks import check_int, check_number
 from vae_keras.data import load_mnist
-from vae_keras.records import REFERENCE_TEST_ELBO, read_history
+from vae_keras.config import REFERENCE_TEST_ELBO
+from vae_keras.records import read_history, write_atomically
 
 # Resolution of the saved PNG files.
 DPI = 120
@@ -23,7 +25,8 @@ DIGIT_COLORMAP = matplotlib.colors.ListedColormap(
 )
 # Boundaries half-way between the digits, so digit d gets the d-th colour.
 DIGIT_NORM = matplotlib.colors.BoundaryNorm(np.arange(-0.5, 10.5), DIGIT_COLORMAP.N)
-_IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "nearest"}
+# How a digit is drawn: grey levels from black (0) to white (1), one image pixel per block.
+IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "nearest"}
 
 
 def plot_reconstructions(model, x, y, seed=None, path=None):
@@ -83,7 +86,7 @@ def plot_latent_space(model, x, y, path=None):
     """
     from sklearn.decomposition import PCA
 
-    x = _images(x)
+    x = check_images(x)
     y = _labels(y, x)
     _check_at_least_two(x, "plot_latent_space")
     z_mean, z_log_var = analysis.encode(model, x)
@@ -104,7 +107,7 @@ def plot_latent_space(model, x, y, path=None):
         colorbar.set_ticklabels([str(digit) for digit in range(10)])
         colorbar.set_label("digit")
         colorbar.minorticks_off()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -133,10 +136,10 @@ def plot_generated(model, n=25, seed=None, path=None):
     size = min(2.0 + 0.04 * tile.shape[1], 10.0)
     figure = matplotlib.figure.Figure(figsize=(size, size * tile.shape[0] / tile.shape[1] + 0.4))
     axis = figure.subplots()
-    axis.imshow(tile, **_IMAGE_STYLE)
+    axis.imshow(tile, **IMAGE_STYLE)
     axis.set_axis_off()
     axis.set_title("Generated samples of digits")
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -174,11 +177,11 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     figure = matplotlib.figure.Figure(figsize=(1.0 * len(images), 1.75))
     axes = figure.subplots(1, len(images))
     for axis, image, title in zip(axes, images, titles):
-        axis.imshow(image[..., 0], **_IMAGE_STYLE)
+        axis.imshow(image[..., 0], **IMAGE_STYLE)
         axis.set_title(title, fontsize=8)
         axis.set_axis_off()
     figure.suptitle("Interpolating between the means of two codes")
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -211,7 +214,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
 
     check_int("n", n)
     check_number("span", span)
-    x = _images(x)
+    x = check_images(x)
     _check_at_least_two(x, "plot_latent_grid")
     z_mean, _ = analysis.encode(model, x)
     pca = PCA(n_components=2).fit(z_mean)
@@ -224,7 +227,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
 
     figure = matplotlib.figure.Figure(figsize=(7.5, 7.5))
     axis = figure.subplots()
-    axis.imshow(tile, **_IMAGE_STYLE)
+    axis.imshow(tile, **IMAGE_STYLE)
     centres = [14, 28 * (n // 2) + 14, 28 * (n - 1) + 14]
     labels = [f"{values[0]:.1f}", f"{values[n // 2]:.1f}", f"{values[-1]:.1f}"]
     axis.set_xticks(centres, labels=labels)
@@ -234,7 +237,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
         ylabel="Z_mu PC 1 (standard deviations)",
         title="Decoded codes along the means' two principal directions",
     )
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -305,7 +308,7 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
     axis.set(xlabel="Epoch", ylabel="ELBO loss", title="ELBO loss per epoch")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -381,7 +384,7 @@ def plot_kl_per_dimension(kl, threshold=None, path=None):
         title=f"KL per latent dimension: {int(active.sum())} of {len(kl)} active (KL > {threshold:g} nats)",
     )
     axis.grid(axis="y", alpha=0.3)
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -425,7 +428,7 @@ def plot_iwae_bound(ks, bounds, elbo=None, path=None):
              title="The importance-weighted bound tightens with k")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -471,7 +474,7 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         figures["training_curve.png"] = lambda: plot_training_curve(history)
     written = []
     for name, make_figure in figures.items():
-        _save(make_figure(), out_dir / name)
+        save_figure(make_figure(), out_dir / name)
         written.append(out_dir / name)
     return written
 
@@ -502,7 +505,7 @@ def tile_images(images, columns=None):
 
 def _two_per_digit_reconstructed(model, x, y, seed, function):
     """Two random test images of each digit (seeded), and their reconstructions through a sampled code (seeded)."""
-    x = _images(x)
+    x = check_images(x)
     by_digit = [np.flatnonzero(_labels(y, x) == digit) for digit in range(10)]
     missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
     if missing:
@@ -524,11 +527,11 @@ def _digit_panels(digits, image_sets, figsize, title, path):
     separator = np.ones((28, 1), dtype="float32")
     for axis, digit, *images in zip(figure.subplots(4, 5).flat, digits, *image_sets):
         pieces = [piece for image in images for piece in (separator, image[..., 0])][1:]
-        axis.imshow(np.concatenate(pieces, axis=1), **_IMAGE_STYLE)
+        axis.imshow(np.concatenate(pieces, axis=1), **IMAGE_STYLE)
         axis.set_title(str(digit))
         axis.set_axis_off()
     figure.suptitle(title)
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -538,14 +541,25 @@ def output_path(path):
     return path.with_name(path.name + ".png") if not path.suffix else path
 
 
-def _save(figure, path):
+def save_figure(figure, path):
+    """Writes a figure as a PNG file (a name without a suffix gets ".png"), whole or not at all; None: nothing."""
     if path is not None:
         path = output_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=DPI, bbox_inches="tight"))
 
 
-def _images(x):
+def save_image(array, path):
+    """Writes a 2-D array of grey levels in [0, 1] as a PNG file, one array element per pixel; returns the path."""
+    path = output_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(
+        path, lambda temporary: matplotlib.image.imsave(temporary, array, cmap="gray", vmin=0.0, vmax=1.0)
+    )
+
+
+def check_images(x):
+    """`x` as float32 images of shape (N, 28, 28, 1) (a missing channel axis is added), or a ValueError."""
     x = np.asarray(x, dtype="float32")
     if x.ndim == 3:
         x = x[..., None]

@@ -3,15 +3,15 @@
 import dataclasses
 import math
 
+import keras
 import matplotlib.figure
 import numpy as np
 from keras import ops
 
-import keras
-
 from vae_keras import plotting
 from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.classifier import FEATURES_LAYER, NUM_CLASSES
+from vae_keras.models import in_batches
 
 # Images per classifier or decoder call: bounds the memory the report uses.
 BATCH_SIZE = 1_000
@@ -250,39 +250,6 @@ def label_agreement(probabilities, labels):
     return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
-def classify(classifier, images, batch_size=BATCH_SIZE):
-    """The classifier's features and class probabilities of images, in batches.
-
-    Args:
-        classifier: a model with a layer named "features" (see `load_classifier`).
-        images: shape (N, 28, 28, 1), values in [0, 1].
-        batch_size: images per classifier call (memory only).
-
-    Returns:
-        A pair of float32 arrays `(features, probabilities)`, shapes (N, 128)
-        and (N, 10) for the shipped classifier.
-
-    Raises:
-        ValueError: when `classifier` has no "features" layer or `batch_size`
-            is not a positive integer.
-    """
-    return _classify_batches(classifier, _batches(images, batch_size))
-
-
-def reconstruct(model, images, batch_size=BATCH_SIZE):
-    """Reconstructions of images through the means of their codes, in batches.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        images: shape (N, 28, 28, 1), values in [0, 1].
-        batch_size: images per encoder and decoder call (memory only).
-
-    Returns:
-        A float32 array of shape (N, 28, 28, 1), values in [0, 1].
-    """
-    return np.concatenate(list(_reconstruction_batches(model, images, batch_size)))
-
-
 def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH_SIZE):
     """The fraction of reconstructions (through the code means) classified as their true label.
 
@@ -302,7 +269,7 @@ def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(images):
         raise ValueError(f"images and labels must have the same length, received {len(images)} and {len(labels)}")
-    _, probabilities = _classify_batches(classifier, _reconstruction_batches(model, images, batch_size))
+    _, probabilities = _classify(classifier, _reconstructions(model, images, batch_size), batch_size)
     return label_agreement(probabilities, labels)
 
 
@@ -388,19 +355,13 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
     codes = model.prior_codes(n, seed)
 
     outputs = {
-        "test images": (_classify_batches(classifier, _batches(x_test, batch_size)), y_test),
+        "test images": (_classify(classifier, x_test, batch_size), y_test),
         "training images": (
-            _classify_batches(classifier, _batches(x_train[training_indices], batch_size)),
+            _classify(classifier, x_train[training_indices], batch_size),
             np.asarray(y_train)[training_indices],
         ),
-        "reconstructions": (
-            _classify_batches(classifier, _reconstruction_batches(model, x_test, batch_size)),
-            y_test,
-        ),
-        "generated": (
-            _classify_batches(classifier, _decoded_batches(model, codes, batch_size)),
-            None,
-        ),
+        "reconstructions": (_classify(classifier, _reconstructions(model, x_test, batch_size), batch_size), y_test),
+        "generated": (_classify(classifier, in_batches(model.decode, codes, batch_size), batch_size), None),
     }
     test_statistics = feature_statistics(outputs["test images"][0][0])
     sets = {}
@@ -496,7 +457,7 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     check_int("pool", pool)
     check_int("n", n, maximum=pool, maximum_is="the pool")
     codes = model.prior_codes(pool, seed)
-    _, probabilities = _classify_batches(classifier, _decoded_batches(model, codes, BATCH_SIZE))
+    _, probabilities = _classify(classifier, in_batches(model.decode, codes, BATCH_SIZE), BATCH_SIZE)
     top = probabilities.max(axis=1)
     order = np.argsort(top, kind="stable")[:n]
     shown = ops.convert_to_numpy(model.decode(codes[order]))
@@ -507,10 +468,10 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     for axis in axes:
         axis.set_axis_off()
     for axis, index, image in zip(axes, order, shown):
-        axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axis.imshow(image[..., 0], **plotting.IMAGE_STYLE)
         axis.set_title(f"{probabilities[index].argmax()} ({top[index]:.2f})", fontsize=9)
     figure.suptitle(f"The {n} of {pool} generated digits the classifier is least sure of")
-    plotting._save(figure, path)
+    plotting.save_figure(figure, path)
     return figure
 
 
@@ -548,30 +509,13 @@ def _probabilities(probabilities, name, num_classes=None):
     return probabilities
 
 
-def _batches(array, batch_size, check=True):
-    """Consecutive slices of `array` of `batch_size` rows (the last may be shorter)."""
-    check_int("batch_size", batch_size)
-    if check:
-        array = plotting._images(array)
-    for start in range(0, len(array), batch_size):
-        yield array[start : start + batch_size]
+def _reconstructions(model, images, batch_size=BATCH_SIZE):
+    """Reconstructions of images through the means of their codes, float32 (N, 28, 28, 1)."""
+    return in_batches(lambda batch: model.decode(model.encode(batch)[0]), plotting.check_images(images), batch_size)
 
 
-def _decoded_batches(model, codes, batch_size):
-    """Images decoded from `codes`, one batch at a time."""
-    for batch in _batches(codes, batch_size, check=False):
-        yield ops.convert_to_numpy(model.decode(batch))
-
-
-def _reconstruction_batches(model, images, batch_size):
-    """Reconstructions through the code means, one batch at a time."""
-    for batch in _batches(images, batch_size):
-        z_mean, _ = model.encode(batch)
-        yield ops.convert_to_numpy(model.decode(z_mean))
-
-
-def _classify_batches(classifier, image_batches):
-    """Features and probabilities of every batch of images, concatenated."""
+def _classify(classifier, images, batch_size=BATCH_SIZE):
+    """The classifier's features and class probabilities of images, in batches: float32 (N, 128) and (N, 10)."""
     try:
         features_output = classifier.get_layer(FEATURES_LAYER).output
     except ValueError as error:
@@ -580,9 +524,7 @@ def _classify_batches(classifier, image_batches):
             "load it with load_classifier or build it with build_classifier"
         ) from error
     feature_model = keras.Model(classifier.inputs[0], [features_output, classifier.outputs[0]])
-    features, probabilities = [], []
-    for batch in image_batches:
-        batch_features, batch_probabilities = feature_model(batch, training=False)
-        features.append(ops.convert_to_numpy(batch_features))
-        probabilities.append(ops.convert_to_numpy(batch_probabilities).astype("float32"))
-    return np.concatenate(features), np.concatenate(probabilities)
+    features, probabilities = in_batches(
+        lambda batch: tuple(feature_model(batch, training=False)), plotting.check_images(images), batch_size
+    )
+    return features, probabilities.astype("float32")

@@ -1,4 +1,4 @@
-"""What a training run leaves on disk, read and written whole, and the reference's published numbers.
+"""What a training run leaves on disk, every file written whole or not at all.
 
 A run folder holds `config.json`, `history.csv` (one row per finished epoch),
 `vae.keras` (the model after the last finished epoch), `checkpoint/epoch-NNNN/`
@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from vae_keras.config import VAEConfig
+from vae_keras.config import PRETRAINED_HISTORY_PATH, VAEConfig
 
 try:
     import fcntl
@@ -26,23 +26,34 @@ HISTORY_FILE = "history.csv"
 MODEL_FILE = "vae.keras"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
-# Folder of the last finished epoch's checkpoint (and, in older runs, Keras' backup).
+# Folder of the last finished epoch's checkpoint, `checkpoint/epoch-NNNN/`, and its two files.
 CHECKPOINT_DIR = "checkpoint"
-LEGACY_BACKUP_DIR = "backup"
-
-# The reference's published test ELBO loss per epoch (MATLAB, GPU), epochs 1..50.
-REFERENCE_TEST_ELBO = (
-    28.0145, 24.8995, 23.2756, 21.151, 20.5335, 20.232, 19.9988, 19.8955, 19.7991, 19.6773,
-    19.5181, 19.4532, 19.3771, 19.2893, 19.1641, 19.2175, 19.158, 19.085, 19.1169, 19.0791,
-    19.0395, 18.9556, 18.9469, 18.924, 18.9124, 18.9595, 18.9256, 18.8708, 18.8602, 18.8563,
-    18.8127, 18.7989, 18.8, 18.8095, 18.7601, 18.7469, 18.7049, 18.7084, 18.6858, 18.7284,
-    18.6574, 18.6388, 18.7133, 18.6846, 18.6001, 18.5897, 18.6184, 18.6389, 18.5918, 18.5081,
-)  # fmt: skip
 CHECKPOINT_STATE = "state.weights.h5"
 CHECKPOINT_META = "meta.json"
-# The model trained with the reference protocol that ships with the project, and its history.
-PRETRAINED_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "vae_mnist.keras"
-PRETRAINED_HISTORY_PATH = PRETRAINED_MODEL_PATH.with_name("vae_mnist_history.csv")
+# How every message about a run folder that cannot be resumed ends.
+START_AFRESH = "pass overwrite=True (--overwrite) to start afresh."
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A finished epoch's checkpoint, as `latest_checkpoint` reads it.
+
+    Attributes:
+        folder: its folder, `RUN/checkpoint/epoch-NNNN`.
+        epoch: the number of epochs finished.
+        finished: whether it is the run's last epoch.
+        history: the history rows of every finished epoch, `epoch` 0-based.
+    """
+
+    folder: Path
+    epoch: int
+    finished: bool
+    history: list
+
+    @property
+    def state(self):
+        """The file of the model's and the optimizer's state."""
+        return self.folder / CHECKPOINT_STATE
 
 
 def read_history(path):
@@ -91,19 +102,20 @@ def write_checkpoint(model, output_dir, meta):
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     model.save_weights(partial / CHECKPOINT_STATE)
-    _fsync_file(partial / CHECKPOINT_STATE)
-    _write_synced(partial / CHECKPOINT_META, json.dumps(meta, indent=1).encode())
-    _fsync_file(partial)
+    _fsync(partial / CHECKPOINT_STATE)
+    (partial / CHECKPOINT_META).write_text(json.dumps(meta, indent=1))  # the folder's rename makes it whole
+    _fsync(partial / CHECKPOINT_META)
+    _fsync(partial)
     shutil.rmtree(final, ignore_errors=True)  # only a rerun of the same epoch has one
     os.rename(partial, final)
-    _fsync_file(root)
+    _fsync(root)
     for old in root.iterdir():
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
 
 
 def latest_checkpoint(output_dir):
-    """The newest complete checkpoint of a run: `(folder, meta)`, or None.
+    """The newest complete checkpoint of a run, a `Checkpoint`, or None.
 
     Raises:
         ValueError: when the newest checkpoint folder is not a readable
@@ -131,7 +143,7 @@ def latest_checkpoint(output_dir):
             f"{meta_path} is not a readable checkpoint ({meta if isinstance(meta, str) else 'unexpected content'}); "
             f"it was not written by vae_keras or was changed since. Restore the folder, or {START_AFRESH}"
         )
-    return folder, meta
+    return Checkpoint(folder, meta["epoch"], bool(meta.get("finished")), meta["history"])
 
 
 def write_history(path, rows):
@@ -139,22 +151,40 @@ def write_history(path, rows):
     columns = ["epoch", *sorted({name for row in rows for name in row} - {"epoch"})]
     lines = [",".join(columns)]
     lines += [",".join(str(row.get(name, "")) for name in columns) for row in rows]
-    _write_synced(path, ("\n".join(lines) + "\n").encode(), atomic=True)
+    write_atomically(path, _writes_bytes(("\n".join(lines) + "\n").encode()))
 
 
-def _write_synced(path, data, atomic=False):
-    """Writes `data` to `path` and flushes it to disk; `atomic`: through a temporary file and a rename."""
+def save_model(model, path):
+    """Saves a Keras model to a `.keras` file atomically: a kill leaves the old file whole."""
+    write_atomically(path, model.save)
+
+
+def write_atomically(path, write):
+    """Writes a file whole or not at all.
+
+    `write(temporary)` writes the content to a temporary file beside `path`
+    (same suffix, so that Keras and Matplotlib recognise the format); it is
+    flushed to disk and renamed onto `path` in one step, so a kill at any
+    moment leaves the old file or the new one. Returns `path`.
+    """
     path = Path(path)
-    target = path.with_name(f".{path.name}.partial") if atomic else path
-    with open(target, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if atomic:
-        os.replace(target, path)
+    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        write(temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync(path.parent)
+    return path
 
 
-def _fsync_file(path):
+def _writes_bytes(data):
+    """A `write` for `write_atomically` that writes `data`."""
+    return lambda temporary: Path(temporary).write_bytes(data)
+
+
+def _fsync(path):
     """Flushes a file's or a folder's entry to disk (no-op where a folder cannot be opened)."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
@@ -211,11 +241,11 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
         verbose: say so when an unfinished run restarts from epoch 1.
 
     Returns:
-        The folder's latest checkpoint, `(folder, meta)`, to resume from, or None.
+        The folder's latest `Checkpoint` to resume from, or None.
 
     Raises:
         FileExistsError: when the folder holds a finished run, or an
-            interrupted one with another configuration (or of an older vae_keras).
+            interrupted one with another configuration.
         ValueError: when its checkpoint or `config.json` is damaged, or the
             checkpoint is past `config.epochs` (the message names the file).
     """
@@ -225,25 +255,21 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
     if overwrite:
         for name in (HISTORY_FILE, MODEL_FILE, CONFIG_FILE):
             (output_dir / name).unlink(missing_ok=True)
-        for name in (CHECKPOINT_DIR, LEGACY_BACKUP_DIR):
-            shutil.rmtree(output_dir / name, ignore_errors=True)
-    if (output_dir / LEGACY_BACKUP_DIR).exists():
-        raise FileExistsError(
-            f"{output_dir} holds an interrupted run of an older vae_keras (its "
-            f"{LEGACY_BACKUP_DIR}/ folder), which this version cannot resume; finish it with "
-            f"that version, or {START_AFRESH}"
-        )
+        shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
     latest = latest_checkpoint(output_dir)  # a damaged checkpoint is an error naming its file
     saved = _read_config(config_path) if config_path.exists() else None
     if latest is not None:
-        if latest[1]["epoch"] > config.epochs:
+        if latest.epoch > config.epochs:
             raise ValueError(
-                f"{latest[0] / CHECKPOINT_META} records epoch {latest[1]['epoch']}, past this run's "
+                f"{latest.folder / CHECKPOINT_META} records epoch {latest.epoch}, past this run's "
                 f"{config.epochs} epochs; it belongs to another run. Choose another output folder, "
                 f"or {START_AFRESH}"
             )
-        if latest[1].get("finished"):
-            raise _finished_run(output_dir)
+        if latest.finished:
+            raise FileExistsError(
+                f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); choose another "
+                "output folder or pass overwrite=True (--overwrite) to replace it."
+            )
         if saved is not None:
             # A field the saved run predates counts as holding its default.
             defaults = dataclasses.asdict(VAEConfig())
@@ -254,40 +280,16 @@ def prepare(output_dir, config, overwrite=False, verbose=True):
                     f"(differs in {', '.join(differing)}); resume it with the same "
                     f"settings, choose another output folder, or {START_AFRESH}"
                 )
-    elif saved is not None and _finished_before_checkpoints(output_dir, saved, config):
-        raise _finished_run(output_dir)
     elif verbose and saved is not None:
         print(
             f"{output_dir} holds an unfinished run with no finished epoch to resume from "
             "(stopped in its first epoch, or by a NaN loss): training starts again from epoch 1."
         )
-    _write_synced(config_path, (json.dumps(config_json, indent=2) + "\n").encode(), atomic=True)
+    write_atomically(config_path, _writes_bytes((json.dumps(config_json, indent=2) + "\n").encode()))
     if latest is not None:
         # The history is the checkpoint's, whatever a kill left in history.csv.
-        write_history(output_dir / HISTORY_FILE, latest[1]["history"])
+        write_history(output_dir / HISTORY_FILE, latest.history)
     return latest
-
-
-# How every message about a run folder that cannot be resumed ends.
-START_AFRESH = "pass overwrite=True (--overwrite) to start afresh."
-
-
-def _finished_run(output_dir):
-    return FileExistsError(
-        f"{output_dir} already holds a finished run ({output_dir / MODEL_FILE}); choose another "
-        "output folder or pass overwrite=True (--overwrite) to replace it."
-    )
-
-
-def _finished_before_checkpoints(output_dir, saved, config):
-    """A run made before checkpoints recorded `finished`: its model, and a history row for each of its epochs."""
-    epochs = saved["epochs"] if isinstance(saved.get("epochs"), int) else config.epochs
-    if not (output_dir / MODEL_FILE).is_file():
-        return False
-    try:
-        return len(read_history(output_dir / HISTORY_FILE)["epoch"]) >= epochs
-    except (OSError, ValueError):
-        return False
 
 
 def _read_config(config_path):

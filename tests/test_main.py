@@ -1,0 +1,97 @@
+"""Tests for the command line, `python -m vae_keras`: each command, and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from vae_keras import VAEConfig
+from vae_keras.__main__ import _parser, main
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "vae_keras", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_cli_train_then_evaluate(tmp_path):
+    out = tmp_path / "cli"
+    result = run_cli(
+        "train", "--epochs", "1", "--train-size", "256", "--test-size", "128", "--batch-size", "128",
+        "--output-dir", str(out), "--verbose", "2", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Epoch : 1 Test ELBO loss" in result.stdout
+    assert (out / "vae.keras").exists() and (out / "history.csv").exists()
+
+    result = run_cli("evaluate", "--model", str(out / "vae.keras"), "--test-size", "200", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Test ELBO loss = " in result.stdout and "KL loss = " in result.stdout
+
+
+def test_cli_errors_are_clear(tmp_path):
+    result = run_cli("evaluate", "--model", str(tmp_path / "none.keras"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "none.keras" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("train", "--latent-dim", "0", "--output-dir", str(tmp_path / "x"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "latent_dim=0" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("train", "--execution-environment", "gpu", "--output-dir", str(tmp_path / "y"), cwd=tmp_path)
+    assert result.returncode != 0 and "no GPU" in result.stderr
+
+
+def test_cli_precision_flag_reaches_the_config():
+    args = _parser().parse_args(["train", "--precision", "mixed_bfloat16", "--epochs", "3"])
+    assert (args.precision, args.epochs) == ("mixed_bfloat16", 3)
+    assert _parser().parse_args(["train"]).precision == "float32"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--precision", "float16"])
+
+
+def test_cli_rejects_values_out_of_range_and_bad_run_files(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--seed", "4294967296"])
+    assert "a seed from 0 to 4294967295" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="adam_epsilon=inf"):
+        VAEConfig(adam_epsilon=float("inf"))
+    for name, text in (("list", "[1, 2]"), ("broken", "{not json")):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(text)
+        assert main(["train", "--epochs", "1", "--output-dir", str(run_dir)]) == 2
+        error = capsys.readouterr().err
+        assert str(run_dir / "config.json") in error and "Traceback" not in error
+
+
+def test_cli_generate_reports_the_file_it_wrote_and_an_unwritable_folder(tmp_path, capsys):
+    assert main(["generate", "--n", "4", "--out", str(tmp_path / "digits")]) == 0
+    assert (tmp_path / "digits.png").is_file()
+    assert f"to {tmp_path / 'digits.png'}" in capsys.readouterr().out
+    # A folder that cannot be written (here: a file stands where the folder
+    # should be, which fails even for root) is a one-line error naming it.
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file")
+    assert main(["generate", "--n", "4", "--out", str(blocker / "digits.png")]) == 2
+    error = capsys.readouterr().err
+    assert str(blocker) in error and "Traceback" not in error
+
+
+def test_cli_missing_model_file(tmp_path):
+    missing = tmp_path / "nonexistent.keras"
+    result = run_cli("generate", "--model", missing, "--out", tmp_path / "x.png", cwd=tmp_path)
+    assert result.returncode != 0
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_corrupt_model_file(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"this is not a keras archive" * 10)
+    result = run_cli("generate", "--model", corrupt, "--out", tmp_path / "x.png", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not load a model" in result.stderr and str(corrupt) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
