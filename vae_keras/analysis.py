@@ -19,28 +19,16 @@ ACTIVE_THRESHOLD = 0.01
 
 
 def log_importance_weights(x, x_pred, z, z_mean, z_log_var):
-    """log [p(x|z) p(z) / q(z|x)] for each (image, code) pair, constants left out.
-
-    With a unit-variance Gaussian decoder, a standard normal prior and a
-    diagonal Gaussian q(z|x) = N(z_mean, exp(z_log_var)):
-
-    log w = -sum_pixels 0.5 (x_pred - x)^2 - sum_j 0.5 z_j^2
-            + sum_j 0.5 (z_log_var_j + (z_j - z_mean_j)^2 / exp(z_log_var_j)).
-
-    The 2*pi terms of p(z) and q(z|x) cancel; the decoder's
-    `D * 0.5 * log(2 pi)` (720.4 nats for D = 784 pixels) is left out, as the
-    ELBO loss leaves it out, so `-mean(log w)` over codes drawn from q is the
-    ELBO loss in expectation.
+    """log [p(x|z) p(z) / q(z|x)] per (image, code) pair, constants left out as in the ELBO loss.
 
     Args:
-        x: images, shape (n, ...), the pixels flattened per image.
+        x: images, shape (n, ...).
         x_pred: decodings of `z`, same shape as `x`.
         z: codes drawn from q(z|x), shape (n, latent_dim).
-        z_mean: the means of q(z|x), shape (n, latent_dim).
-        z_log_var: the log-variances of q(z|x), shape (n, latent_dim).
+        z_mean, z_log_var: the mean and log-variance of q(z|x), each (n, latent_dim).
 
     Returns:
-        A float64 NumPy array of shape (n,).
+        A float64 NumPy array of shape (n,); see docs/design-notes.md for the formula.
 
     Raises:
         ValueError: if the shapes disagree.
@@ -65,9 +53,6 @@ def log_importance_weights(x, x_pred, z, z_mean, z_log_var):
 def importance_weighted_loss(log_weights):
     """The IWAE bound per image from its k log importance weights, in loss units.
 
-    -log( (1/k) sum_i w_i ) = -(logsumexp_i log w_i - log k), computed with the
-    largest weight factored out so that weights of e^-700 do not underflow.
-
     Args:
         log_weights: array of shape (n, k): k log weights for each of n images.
 
@@ -76,11 +61,6 @@ def importance_weighted_loss(log_weights):
 
     Raises:
         ValueError: if `log_weights` is not 2-D with at least one column.
-
-    Example:
-
-    >>> importance_weighted_loss(np.log([[1.0, 3.0]]))  # -log(2)
-    array([-0.69314718])
     """
     log_weights = np.asarray(log_weights, dtype="float64")
     if log_weights.ndim != 2 or log_weights.shape[1] < 1:
@@ -93,42 +73,18 @@ def importance_weighted_loss(log_weights):
 
 
 def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_image=False):
-    """The importance-weighted estimate of -log p(x) with k samples (Burda et al. 2016).
-
-    For each image, k codes z_1..z_k are drawn from the encoder's q(z|x) and
-
-    bound = -log( (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) ),
-
-    reported in the units of the ELBO loss: per image, with the unit-variance
-    Gaussian decoder's constant `D * 0.5 * log(2 pi)` (720.4 for MNIST) left
-    out. With k = 1 it is the ELBO loss (in expectation); it decreases as k
-    grows and tends to -log p(x) (up to that constant) as k goes to infinity.
-    The codes of all images are decoded `batch_size` at a time, so the memory
-    does not grow with k.
+    """The importance-weighted bound on -log p(x) in ELBO-loss units (Burda et al. 2016).
 
     Args:
-        model: a `vae_keras.VAE`, or any object with `encode(x)` returning
-            `(z_mean, z_log_var)`, `decode(z)` returning images shaped as `x`,
-            and `latent_dim`.
+        model: a `vae_keras.VAE`, or an object with `encode`, `decode` and `latent_dim`.
         x: images, shape (N, ...) as the model takes them.
-        k: number of samples per image, a positive integer.
-        batch_size: (image, sample) pairs decoded per decoder call.
-        seed: seed of the codes' noise (NumPy); None: random.
-        return_per_image: return the (N,) array of per-image bounds instead
-            of their mean.
-
-    Returns:
-        A float, the mean over the images (or an (N,) float64 array).
+        k: samples per image, a positive integer; k = 1 gives the ELBO loss, larger k a tighter bound.
+        batch_size: (image, sample) pairs per decoder call (memory only).
+        seed: NumPy seed of the codes' noise; None: random.
+        return_per_image: return the (N,) float64 per-image bounds instead of their mean (a float).
 
     Raises:
-        ValueError: if `k` or `batch_size` is not a positive integer, or `x`
-            holds no image.
-
-    Example:
-
-    >>> model = vae_keras.load_vae()  # doctest: +SKIP
-    >>> iwae_bound(model, x_test[:500], k=100, seed=0)  # doctest: +SKIP
-    17.40...
+        ValueError: if `k` or `batch_size` is not a positive integer, or `x` holds no image.
     """
     check_int("k", k)
     check_int("batch_size", batch_size)
@@ -153,12 +109,7 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
 
 
 def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE):
-    """The KL term of each latent dimension, averaged over the images.
-
-    KL_j = mean over images of -0.5 (1 + logvar_j - mean_j^2 - exp(logvar_j)):
-    how many nats of information dimension j carries about the image. Their
-    sum is the model's mean KL loss. A dimension the decoder does not use
-    stays at the prior N(0, 1) for every image, and its KL is near 0.
+    """The KL term of each latent dimension in nats, averaged over the images.
 
     Args:
         model: a `vae_keras.VAE` (or an object with `encode`).
@@ -166,7 +117,7 @@ def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE):
         batch_size: images per encoder call (memory only).
 
     Returns:
-        A float64 NumPy array of shape (latent_dim,).
+        A float64 NumPy array of shape (latent_dim,); its sum is the mean KL loss.
 
     Raises:
         ValueError: if `x` holds no image.
@@ -180,27 +131,17 @@ def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE):
 
 
 def active_units(kl, threshold=ACTIVE_THRESHOLD):
-    """Which latent dimensions carry information: those whose mean KL exceeds `threshold`.
-
-    This is the KL form of the "active units" count. Burda et al. (2016)
-    count instead the dimensions whose posterior mean varies across the
-    images (Cov_x(E_q[z_j]) > 0.01); for a dimension at the prior both are 0.
+    """Which latent dimensions are active: those whose mean KL exceeds `threshold`.
 
     Args:
         kl: the mean KL per dimension, as `kl_per_dimension` returns.
         threshold: in nats.
 
     Returns:
-        A boolean NumPy array of the same shape as `kl`; `.sum()` is the
-        number of active units.
+        A boolean NumPy array shaped as `kl`; `.sum()` is the number of active units.
 
     Raises:
         ValueError: if `threshold` is negative or not a number.
-
-    Example:
-
-    >>> active_units(np.array([1.2, 0.001, 0.3])).sum()
-    2
     """
     check_number("threshold", threshold, inclusive=True)
     return np.asarray(kl, dtype="float64") > threshold
@@ -210,8 +151,7 @@ def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
     """Encodes images in batches into NumPy means and log-variances.
 
     Args:
-        model: a `vae_keras.VAE`, or any object whose `encode(x)` returns
-            `(z_mean, z_log_var)`.
+        model: a `vae_keras.VAE`, or any object whose `encode(x)` returns `(z_mean, z_log_var)`.
         x: images, shape (N, ...) as the model takes them.
         batch_size: images per encoder call (memory only).
 

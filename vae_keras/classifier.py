@@ -20,19 +20,14 @@ NUM_CLASSES = 10
 
 
 def build_classifier(name="digit_classifier"):
-    """A small convolutional digit classifier with a named feature layer.
-
-    28x28x1 image -> [conv 3x3 (32) -> ReLU -> max-pool 2] -> [conv 3x3 (64)
-    -> ReLU -> max-pool 2] -> [conv 3x3 (64) -> ReLU -> max-pool 2] -> flatten
-    -> dropout 0.25 -> dense 128 "features" (ReLU) -> dropout 0.25 -> dense 10,
-    softmax.
+    """A small convolutional digit classifier with a 128-unit layer named "features".
 
     Args:
         name: name of the returned model.
 
     Returns:
         A functional `keras.Model` mapping (batch, 28, 28, 1) images in [0, 1]
-        to (batch, 10) class probabilities, with a layer named "features".
+        to (batch, 10) class probabilities.
     """
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     x = inputs
@@ -48,31 +43,19 @@ def build_classifier(name="digit_classifier"):
 
 
 def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, data=None, verbose=1):
-    """Trains the digit classifier on the MNIST training images and saves it.
-
-    Adam (learning rate 1e-3), sparse categorical cross-entropy, the 60,000
-    training images reshuffled every epoch; the test images are only evaluated
-    (after each epoch, for the history), never trained on. Writes `path`
-    (without optimizer state, to keep it small), `<stem>_history.csv` (loss
-    and accuracy per epoch, training and test) and `<stem>_config.json`
-    beside it.
+    """Trains and saves the digit classifier; returns a dict of `test_accuracy`, `test_loss`, paths.
 
     Args:
-        path: the `.keras` file to write.
+        path: the `.keras` file to write (key `path`); `history_path` (`<stem>_history.csv`)
+            and `config_path` (`<stem>_config.json`) are written beside it.
         epochs: passes over the training images.
         seed: seeds Python, NumPy and the backend (weights, dropout, shuffling).
         batch_size: images per mini-batch.
-        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns;
-            read from `data/` when None.
+        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns; None: read `data/`.
         verbose: passed to `fit`.
 
-    Returns:
-        A dict with the `test_accuracy`, `test_loss`, `path`, `history_path`
-        and `config_path`.
-
     Raises:
-        ValueError: when `epochs` or `batch_size` is not a positive integer,
-            `seed` a non-negative one, or `path` does not end in `.keras`.
+        ValueError: if `epochs`, `batch_size` or `seed` is out of range, or `path` is not `.keras`.
     """
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
@@ -132,17 +115,15 @@ def load_classifier(path=None):
     """Loads a digit classifier (`.keras` file), by default the one that ships.
 
     Args:
-        path: a `.keras` file written by `train_classifier`; None loads
-            `models/digit_classifier.keras`.
+        path: a `.keras` file written by `train_classifier`; None: `models/digit_classifier.keras`.
 
     Returns:
-        The classifier, a `keras.Model` with a layer named "features" and
-        10 class probabilities as output.
+        A `keras.Model` with a layer named "features" and 10 class probabilities as output.
 
     Raises:
         FileNotFoundError: when the file does not exist (the message names it).
-        ValueError: when the file is not a readable `.keras` model, or the
-            model is not a 10-class classifier with a "features" layer.
+        ValueError: when the file is not a readable `.keras` model, or not a 10-class
+            classifier with a "features" layer.
     """
     path = Path(CLASSIFIER_PATH if path is None else path)
     hint = (

@@ -251,30 +251,18 @@ def _parse_idx(content, path, copy=True):
 
 
 def read_idx(path):
-    """Reads one IDX file, gzip-compressed or raw, into a NumPy array.
-
-    Compression is recognised by the gzip magic bytes (1f 8b), not by the
-    name. The array has the shape and element type that the header declares,
-    in native byte order.
+    """Reads one IDX file, gzip-compressed (recognised by its magic bytes) or raw, into a NumPy array.
 
     Args:
-        path: the file, a `str` or `pathlib.Path`.
+        path: the file.
 
     Returns:
-        A writable `np.ndarray` of dtype uint8, int8, int16, int32, float32 or
-        float64.
+        A writable array of the shape and element type its header declares, native byte order.
 
     Raises:
         MissingDataError: the file does not exist.
-        DataError: the file is empty, truncated or corrupt, is named `.gz` but
-            is not gzip, is not IDX (wrong magic number or element type), or
-            its size header disagrees with its length.
-
-    Example:
-
-    >>> images = read_idx("data/t10k-images-idx3-ubyte.gz")
-    >>> images.shape, images.dtype
-    ((10000, 28, 28), dtype('uint8'))
+        DataError: the file is empty, truncated, corrupt, not gzip though named `.gz`, not
+            IDX, or its header disagrees with its length.
     """
     path = Path(path)
     return _parse_idx(_read_file_bytes(path), path)
@@ -388,37 +376,22 @@ def _load_with_keras(data_dir, file_names):
 
 
 def load_mnist(data_dir=None, verify=True):
-    """Loads MNIST from its four IDX files, scaled to [0, 1].
+    """Loads MNIST from its four IDX files (gzip-compressed or not), scaled to [0, 1].
 
-    The files may be gzip-compressed (`train-images-idx3-ubyte.gz`, ...) or
-    not (the same names without `.gz`). Where the folder holds none of them,
-    Keras' copy is used instead (`keras.datasets.mnist.load_data()`, which
-    downloads it once), and a line says so.
+    Where the folder holds none of the files, Keras' copy is used
+    (`keras.datasets.mnist.load_data()`, which downloads it once) and a line says so.
 
     Args:
-        data_dir: the folder with the four files, a `str` or `pathlib.Path`;
-            `None` for the repository's `data/` folder (`DEFAULT_DATA_DIR`).
-        verify: whether to check the SHA-256 of each file's uncompressed
-            content against the original MNIST (`MNIST_SHA256`). Turn it off
-            to load other data in the same format.
+        data_dir: the folder with the four files; None: the project's `data/`.
+        verify: check each file's SHA-256 against the original MNIST's (off for other data).
 
     Returns:
-        `(x_train, y_train), (x_test, y_test)`: images as float32 arrays of
-        shape (N, 28, 28, 1) in [0, 1], labels as uint8 arrays of shape (N,);
-        N is 60,000 for training and 10,000 for test.
+        `(x_train, y_train), (x_test, y_test)`: float32 images (N, 28, 28, 1) in
+        [0, 1] and uint8 labels (N,); N = 60,000 and 10,000.
 
     Raises:
-        MissingDataError: `data_dir` does not exist, some of the files are
-            missing, or all of them are and the Keras fallback failed too
-            (e.g. offline).
-        DataError: a file is corrupt or truncated, fails its checksum, or
-            holds arrays of the wrong shape, type, count or label range.
-
-    Example:
-
-    >>> (x_train, y_train), (x_test, y_test) = load_mnist()
-    >>> x_train.shape, x_train.dtype, y_test.shape
-    ((60000, 28, 28, 1), dtype('float32'), (10000,))
+        MissingDataError: the folder or some of the files are missing (or all, and Keras' copy too).
+        DataError: a file is corrupt, truncated, fails its checksum, or holds the wrong arrays.
     """
     if data_dir is not None and not Path(data_dir).is_dir():
         # A folder named by the caller that does not exist is a typo, not a
@@ -478,25 +451,19 @@ def load_mnist(data_dir=None, verify=True):
 
 
 class EpochBatches(keras.utils.PyDataset):
-    """The training images as NumPy mini-batches, in the reference's order, for every backend.
+    """The training images as NumPy mini-batches for every backend: floor(N / batch_size) full batches per epoch.
 
-    An epoch is floor(N / batch_size) full batches and the remainder is left
-    out, as in the reference. With `shuffle=True` the order of epoch `e` is a
-    permutation drawn from the seed and `e` alone, so a resumed run sees the
-    same batches as an uninterrupted one. The dataset is one sequence over all
-    the run's epochs (`fit` gets `steps_per_epoch=steps`): batch `i` belongs to
-    epoch `first_epoch + i // steps`, whatever Keras prefetches ahead.
+    One sequence over all the run's epochs: batch `i` belongs to epoch
+    `first_epoch + i // steps`, whatever Keras prefetches. With `shuffle`, an
+    epoch's order depends on the seed and the epoch alone, so a resumed run
+    sees the same batches as an uninterrupted one.
 
     Args:
-        x: images, shape (N, 28, 28, 1).
-        batch_size: images per batch.
-        epochs: the run's number of epochs.
-        shuffle: reshuffle before each epoch.
-        seed: seed of the permutations.
+        x: images (N, 28, 28, 1); batch_size: images per batch; epochs: the run's epochs;
+        shuffle: reshuffle before each epoch; seed: seed of the permutations.
 
     Attributes:
-        steps: batches per epoch.
-        first_epoch: the epoch (0-based) batch 0 belongs to; set when training starts.
+        steps: batches per epoch; first_epoch: the epoch batch 0 belongs to (0-based).
     """
 
     def __init__(self, x, batch_size, epochs, shuffle=False, seed=0):

@@ -15,33 +15,19 @@ _STREAM_LENGTH = 1 << 20
 
 @keras.saving.register_keras_serializable(package="vae_keras")
 class Sampling(keras.layers.Layer):
-    """Draws z ~ N(z_mean, exp(z_log_var)) so that gradients reach both inputs.
+    """Reparameterized sampling: z = z_mean + eps * exp(0.5 * z_log_var), eps ~ N(0, I).
 
-    Sampling from N(mean, sigma^2) is the same as computing
-    `mean + eps * sigma` with eps ~ N(0, I): the randomness moves into eps,
-    which has no parameters, and z stays differentiable in mean and sigma.
-    The layer samples in training and in inference alike, as the reference's
-    `sampling` function does for the test ELBO and the reconstructions.
+    Samples in training and in inference alike; see docs/design-notes.md.
 
     Args:
-        seed: int or None, the seed of the layer's own
-            `keras.random.SeedGenerator`. The same seed gives the same sequence
-            of draws; `reseed` restarts it.
+        seed: int or None, the seed of the layer's own `keras.random.SeedGenerator`.
         **kwargs: base layer keyword arguments (`name`, `dtype`...).
 
     Call arguments:
-        inputs: a pair `(z_mean, z_log_var)` of tensors of equal shape
-            (batch, latent_dim).
+        inputs: a pair `(z_mean, z_log_var)` of tensors of shape (batch, latent_dim).
 
     Returns:
         z, a tensor of the same shape.
-
-    Example:
-
-    >>> layer = Sampling(seed=1)
-    >>> z = layer((keras.ops.zeros((4, 2)), keras.ops.zeros((4, 2))))
-    >>> tuple(z.shape)
-    (4, 2)
     """
 
     def __init__(self, seed=None, **kwargs):
@@ -62,13 +48,9 @@ class Sampling(keras.layers.Layer):
     def reseed(self, seed, stream=0):
         """Restarts the noise: the draws that follow depend on `seed` and `stream` alone.
 
-        Training gives each epoch its own stream (the epoch's number), so a
-        resumed run draws what an uninterrupted one would.
-
         Args:
             seed: an integer from 0 to 2**32 - 1.
-            stream: a non-negative integer; each stream holds 2**20 draws
-                before it runs into the next.
+            stream: a non-negative integer (training uses the epoch); a stream holds 2**20 draws.
         """
         check_int("seed", seed, minimum=0, maximum=MAX_SEED)
         check_int("stream", stream, minimum=0, maximum=MAX_SEED // _STREAM_LENGTH)

@@ -12,21 +12,12 @@ def describe_machine(device=None):
     """A few lines naming the machine, so that timings can be read in context.
 
     Args:
-        device: the device training used (such as "cpu:0", as
-            `vae_keras.select_device` returns); None leaves that line out.
+        device: the training device (such as "cpu:0", as `vae_keras.select_device`
+            returns); None leaves that line out.
 
     Returns:
-        A string of lines: the CPU model and its cores, the accelerators the
-        backend sees, the operating system, and the Python, Keras and backend
-        versions.
-
-    Example:
-
-    >>> print(describe_machine("cpu:0"))  # doctest: +SKIP
-    CPU: AMD EPYC, 2 cores
-    Accelerators the backend sees: none
-    Training device: cpu:0
-    ...
+        A string of lines: CPU model and cores, the accelerators the backend sees,
+        the operating system, and the Python, Keras and backend versions.
     """
     accelerators = backends.visible_gpus()
     lines = [

@@ -18,25 +18,18 @@ IMAGE_SHAPE = (28, 28, 1)
 
 
 def build_encoder(latent_dim=20, name="encoder", dtype=None):
-    """The reference's encoder: two strided convolutions and a dense layer.
+    """The reference's encoder: conv 3x3/2 (32), ReLU, conv 3x3/2 (64), ReLU, dense (2 * latent_dim).
 
-    28x28x1 image -> conv 3x3/2 (32) -> ReLU -> conv 3x3/2 (64) -> ReLU ->
-    dense (2 * latent_dim). The first `latent_dim` outputs are the code's
-    means, the last `latent_dim` its log-variances. Weights start Glorot-uniform
-    and biases at zero, as MATLAB's layers do.
+    The first `latent_dim` outputs are the code's means, the last its
+    log-variances; Glorot-uniform weights and zero biases, as MATLAB's.
 
     Args:
         latent_dim: size of the latent code (20 in the reference).
         name: name of the returned model.
-        dtype: the layers' dtype policy, such as "mixed_bfloat16"; None uses
-            Keras' global policy (float32 unless changed).
+        dtype: the layers' dtype policy, such as "mixed_bfloat16"; None: Keras' global one.
 
     Returns:
-        A functional `keras.Model` mapping (batch, 28, 28, 1) images to
-        (batch, 2 * latent_dim) values.
-
-    Raises:
-        ValueError: if `latent_dim` is not a positive integer.
+        A functional `keras.Model`: (batch, 28, 28, 1) images -> (batch, 2 * latent_dim).
     """
     check_int("latent_dim", latent_dim)
     inputs = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
@@ -48,24 +41,17 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None):
 
 
 def build_decoder(latent_dim=20, name="decoder", dtype=None):
-    """The reference's decoder: four transposed convolutions, 1x1 -> 28x28.
+    """The reference's decoder: 1x1xlatent_dim, transposed convs 7x7/7 (64), 3x3/2 (64), 3x3/2 (32), 3x3/1 (1).
 
-    (batch, latent_dim) code -> reshape to 1x1xlatent_dim -> transposed conv
-    7x7/7 (64) -> ReLU -> 3x3/2 (64) -> ReLU -> 3x3/2 (32) -> ReLU -> 3x3/1 (1).
-    The output is logits; `VAE.decode` applies the sigmoid.
+    ReLU between them; the output is logits (`VAE.decode` applies the sigmoid).
 
     Args:
         latent_dim: size of the latent code (20 in the reference).
         name: name of the returned model.
-        dtype: the layers' dtype policy, such as "mixed_bfloat16"; None uses
-            Keras' global policy (float32 unless changed).
+        dtype: the layers' dtype policy, such as "mixed_bfloat16"; None: Keras' global one.
 
     Returns:
-        A functional `keras.Model` mapping (batch, latent_dim) codes to
-        (batch, 28, 28, 1) logits.
-
-    Raises:
-        ValueError: if `latent_dim` is not a positive integer.
+        A functional `keras.Model`: (batch, latent_dim) codes -> (batch, 28, 28, 1) logits.
     """
     check_int("latent_dim", latent_dim)
     inputs = keras.Input(shape=(latent_dim,), name="input_decoder")
@@ -79,39 +65,23 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None):
 
 @keras.saving.register_keras_serializable(package="vae_keras")
 class VAE(Steps, keras.Model):
-    """A variational autoencoder trained on the reference's ELBO loss.
+    """A variational autoencoder: encoder, `Sampling` layer and decoder, trained on the reference's ELBO loss.
 
-    The model holds an `encoder`, a `Sampling` layer and a `decoder`. Its
-    `train_step` and `test_step` (from `vae_keras.backends`, one pair per Keras
-    backend) minimise and report the per-image ELBO loss of
-    `vae_keras.losses` averaged over the batch. `fit` and `evaluate` report
-    `elbo`, `reconstruction_loss` and `kl_loss`, each tracked by a metric of
-    that name.
+    Its `train_step` and `test_step` come from `vae_keras.backends` (one pair
+    per Keras backend); `fit` and `evaluate` report `elbo`,
+    `reconstruction_loss` and `kl_loss`, per image, averaged over the images.
 
     Args:
-        encoder: a model mapping images to 2 * latent_dim values; built with
-            `build_encoder(latent_dim)` when None.
-        decoder: a model mapping (batch, latent_dim) codes to logits; built with
-            `build_decoder(latent_dim)` when None.
-        latent_dim: used only when `encoder` or `decoder` is None.
+        encoder: images -> 2 * latent_dim values; None: `build_encoder(latent_dim)`.
+        decoder: (batch, latent_dim) codes -> logits; None: `build_decoder(latent_dim)`.
+        latent_dim: used only to build a missing encoder or decoder.
         seed: seed of the sampling layer's generator (None: random).
-        precision: dtype policy of the encoder and decoder built here, such as
-            "float32" or "mixed_bfloat16" (None: Keras' global policy); used
-            only when `encoder` or `decoder` is None.
-            Codes, images, the loss and the metrics are float32 either way.
+        precision: dtype policy of the networks built here ("float32", "mixed_bfloat16");
+            codes, images, the loss and the metrics are float32 either way.
         **kwargs: base `keras.Model` keyword arguments (`name`...).
 
     Raises:
         ValueError: when the encoder's and decoder's latent sizes disagree.
-
-    Example:
-
-    >>> model = VAE(latent_dim=20, seed=0)
-    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> history = model.fit(x_train, batch_size=512, epochs=1)  # doctest: +SKIP
-    >>> images = model.generate(25, seed=0)
-    >>> images.shape
-    (25, 28, 28, 1)
     """
 
     def __init__(self, encoder=None, decoder=None, latent_dim=20, seed=None, precision=None, **kwargs):
@@ -265,16 +235,9 @@ def in_batches(function, x, batch_size):
 
 
 def load_keras_file(path, what, hint="", compile=True):
-    """Loads a `.keras` file with a one-line error naming it: missing, not an archive, unreadable.
+    """`keras.saving.load_model(path, compile)`, with a one-line error naming the file.
 
-    Args:
-        path: the `.keras` file.
-        what: what the file should hold, for the messages ("model", "classifier").
-        hint: a sentence added when the file is missing.
-        compile: passed to `keras.saving.load_model`.
-
-    Returns:
-        What `keras.saving.load_model` returns.
+    `what` names the content for the messages ("model"); `hint` is added when the file is missing.
 
     Raises:
         FileNotFoundError: when the file does not exist.

@@ -1,4 +1,8 @@
-"""The example's figures (reconstructions, latent space, generated digits) and a few more."""
+"""The example's figures (reconstructions, latent space, generated digits) and a few more.
+
+Each `plot_*` function returns a `matplotlib.figure.Figure` and, given a `path`, saves it
+as PNG (a name without a suffix gets ".png"; parent folders are created).
+"""
 
 import math
 from pathlib import Path
@@ -30,30 +34,19 @@ IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "neare
 
 
 def plot_reconstructions(model, x, y, seed=None, path=None):
-    """Random test images of each digit beside their reconstructions.
+    """A figure of two random test images of each digit beside their reconstructions.
 
-    As the reference's `visualizeReconstruction`: for each digit 0-9, twice, a
-    random image of that class goes through the encoder, the sampling step and
-    the decoder. Each of the 4x5 panels shows
-    `[original | 1-pixel white column | reconstruction]`, a 28x57 image.
-    Panels 0-9 hold the first draw of digits 0-9, panels 10-19 the second.
+    As the reference's `visualizeReconstruction`: 4x5 panels `[original | reconstruction]`.
 
     Args:
         model: a `vae_keras.VAE`.
         x: images, shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
         y: their digit labels, shape (N,).
-        seed: int or None. Seeds both the choice of images and the sampling
-            noise, so the same seed gives the same figure; the model's sampling
-            generator is put back as it was afterwards. None: random.
-        path: where to save the figure as an image (PNG for a `.png` name or
-            no suffix); parent folders are created. None: not saved.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
+        seed: seeds the choice of images and the sampling noise (then restored); None: random.
+        path: where to save the figure; None: not saved.
 
     Raises:
-        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no
-            image in `y`.
+        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no image in `y`.
     """
     digits, originals, reconstructions = _two_per_digit_reconstructed(model, x, y, seed, "plot_reconstructions")
     return _digit_panels(
@@ -62,13 +55,10 @@ def plot_reconstructions(model, x, y, seed=None, path=None):
 
 
 def plot_latent_space(model, x, y, path=None):
-    """The codes' means and log-variances in their first two principal components.
+    """A figure of the codes' means and log-variances in their first two principal components.
 
-    As the reference's `visualizeLatentSpace`: the images are encoded, the
-    (N, latent_dim) means and, separately, the log-variances are reduced to two
-    dimensions by PCA, and each is scattered coloured by digit. As in the
-    reference, the second principal component is on the x axis and the first
-    on the y axis, which points down.
+    As the reference's `visualizeLatentSpace`: two scatters coloured by digit, PC 2 on the
+    x axis, PC 1 on the y axis (pointing down).
 
     Args:
         model: a `vae_keras.VAE`.
@@ -76,13 +66,8 @@ def plot_latent_space(model, x, y, path=None):
         y: their digit labels 0-9, shape (N,).
         path: where to save the figure; None: not saved.
 
-    Returns:
-        The `matplotlib.figure.Figure`, with two scatter panels (each point's
-        offset is `(PC 2, PC 1)`) and their two colour bars.
-
     Raises:
-        ValueError: if `x` and `y` disagree in length, or `x` holds fewer than
-            2 images.
+        ValueError: if `x` and `y` disagree in length, or `x` holds fewer than 2 images.
     """
     from sklearn.decomposition import PCA
 
@@ -112,20 +97,15 @@ def plot_latent_space(model, x, y, path=None):
 
 
 def plot_generated(model, n=25, seed=None, path=None):
-    """Digits decoded from codes drawn from N(0, I), in one tile.
+    """A figure of `model.generate(n, seed)`, digits decoded from N(0, I) codes, in one tile.
 
-    As the reference's `generate`: `model.generate(n, seed)` shown as one
-    image of `ceil(sqrt(n))` columns of 28x28 digits, no gaps between them
-    (a 140x140 tile for n=25); empty places of the last row are black.
+    As the reference's `generate`: `ceil(sqrt(n))` columns, no gaps, empty places black.
 
     Args:
         model: a `vae_keras.VAE`.
         n: number of digits, >= 1.
         seed: int or None; the same seed gives the same digits.
         path: where to save the figure; None: not saved.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
 
     Raises:
         ValueError: if `n` is not a positive integer.
@@ -144,23 +124,16 @@ def plot_generated(model, n=25, seed=None, path=None):
 
 
 def plot_interpolation(model, x_start, x_end, steps=10, path=None):
-    """Decodings of codes on the straight line between two images' codes.
+    """A figure of decoded codes on the line between the code means of two images.
 
-    Both images are encoded to their means `z_start` and `z_end`; the `steps`
-    codes `(1 - t) * z_start + t * z_end`, for `t` in `linspace(0, 1, steps)`,
-    are decoded. The row shows the original start image, the `steps` decodings
-    (the first and last are the decodings of the two means themselves), and
-    the original end image: `steps + 2` panels.
+    One row: the start image, the `steps` decodings, the end image (`steps + 2` panels).
 
     Args:
         model: a `vae_keras.VAE`.
         x_start: an image, shape (28, 28, 1) or (28, 28).
         x_end: an image of the same shape.
-        steps: number of decoded codes, >= 2 (both ends included).
+        steps: number of codes `(1 - t) z_start + t z_end`, t in `linspace(0, 1, steps)`; >= 2.
         path: where to save the figure; None: not saved.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
 
     Raises:
         ValueError: if an image has the wrong shape or `steps` < 2.
@@ -186,29 +159,19 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
 
 
 def plot_latent_grid(model, x, n=15, span=2.5, path=None):
-    """Decodings of a grid of codes along the means' two principal directions.
+    """A figure of decoded codes on an n x n grid along the means' two principal directions.
 
-    The images are encoded to their means, a 2-component PCA is fitted to
-    them, and the code `mean + a * std_1 * pc_1 + b * std_2 * pc_2` is decoded
-    for `a` and `b` in `linspace(-span, span, n)`, where `pc_k` is the k-th
-    principal direction and `std_k` the means' standard deviation along it.
-    Laid out like the means panel of `plot_latent_space`: `b` (PC 2) grows
-    to the right and `a` (PC 1) downwards. One (28 n)x(28 n) tiled image.
+    Laid out as the means panel of `plot_latent_space`: PC 2 to the right, PC 1 downwards.
 
     Args:
         model: a `vae_keras.VAE`.
-        x: images whose means define the directions, shape (N, 28, 28, 1),
-            N >= 2.
+        x: images whose code means define the directions, shape (N, 28, 28, 1), N >= 2.
         n: grid points per side, >= 1.
         span: the grid reaches `span` standard deviations from the mean, > 0.
         path: where to save the figure; None: not saved.
 
-    Returns:
-        The `matplotlib.figure.Figure`.
-
     Raises:
-        ValueError: for `n` < 1, a `span` that is not positive, or fewer than
-            2 images.
+        ValueError: for `n` < 1, a `span` that is not positive, or fewer than 2 images.
     """
     from sklearn.decomposition import PCA
 
@@ -242,30 +205,19 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
 
 
 def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
-    """The test and training ELBO loss per epoch beside the reference's numbers.
+    """A figure of the test and training ELBO loss per epoch beside the reference's numbers.
 
-    The y axis is zoomed on the part where the curves differ: from 0.5 below
-    the lowest value plotted to 0.5 above the larger of the reference's and
-    the run's epoch-2 test ELBO (about 25.4 for the reference). The first
-    epoch's test ELBO (about 28) and the first epochs' training ELBO lie above
-    the top of the plot.
+    The y axis is zoomed in: the first epochs' values (about 28) lie above the plot.
 
     Args:
-        history: a dict of columns as returned by
-            `vae_keras.records.read_history` (`epoch` from 1, `val_elbo`,
-            optionally `elbo`), or the path of a `history.csv`.
+        history: a dict of columns as `vae_keras.records.read_history` returns (`epoch`
+            from 1, `val_elbo`, optionally `elbo`), or the path of a `history.csv`.
         path: where to save the figure; None: not saved.
-        reference: the published test ELBO per epoch, from epoch 1; None or
-            empty: not plotted.
-
-    Returns:
-        The `matplotlib.figure.Figure`: lines for the test ELBO, the training
-        ELBO (dashed; when the history has it) and the reference (markers).
+        reference: the published test ELBO per epoch from epoch 1; None or empty: not plotted.
 
     Raises:
         FileNotFoundError: if `history` is a path that does not exist.
-        ValueError: if the history has no epochs or no `epoch` / `val_elbo`
-            column.
+        ValueError: if the history has no epochs or no `epoch` / `val_elbo` column.
     """
     if isinstance(history, (str, Path)):
         history = read_history(history)
@@ -313,31 +265,19 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
 
 
 def plot_mean_vs_sample_reconstructions(model, x, y, seed=None, path=None):
-    """The images of `plot_reconstructions`, decoded through the mean and through a sample.
+    """A figure of `plot_reconstructions`' images decoded through the code mean and a sample.
 
-    The same 20 test images as `plot_reconstructions(model, x, y, seed)` (two
-    of each digit). Each of the 4x5 panels shows
-    `[original | mean | sample]`, three 28x28 images with 1-pixel white
-    columns between them (a 28x86 image): "mean" decodes the code's mean
-    z = mu, "sample" decodes z = mu + sigma * eps, as the reference's
-    reconstructions do (with the same seed, the same noise as
-    `plot_reconstructions`, so the right third is its right half). Where the
-    two differ, the sampling noise, not the decoder, changed the digit.
+    Panels `[original | mean | sample]`; with the same seed, "sample" is `plot_reconstructions`'.
 
     Args:
         model: a `vae_keras.VAE`.
         x: images, shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
         y: their digit labels, shape (N,).
-        seed: int or None; seeds the choice of images and the sampling noise,
-            as in `plot_reconstructions`. None: random.
+        seed: seeds the choice of images and the sampling noise; None: random.
         path: where to save the figure; None: not saved.
 
-    Returns:
-        The `matplotlib.figure.Figure`, with 20 panels titled by digit.
-
     Raises:
-        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no
-            image in `y`.
+        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no image in `y`.
     """
     digits, originals, sampled = _two_per_digit_reconstructed(model, x, y, seed, "plot_mean_vs_sample_reconstructions")
     z_mean, _ = model.encode(originals)
@@ -352,17 +292,11 @@ def plot_kl_per_dimension(kl, threshold=None, path=None):
     """A bar chart of the KL term of each latent dimension, active units coloured.
 
     Args:
-        kl: the mean KL per dimension in nats, as
-            `vae_keras.analysis.kl_per_dimension` returns, shape (latent_dim,).
-        threshold: dimensions above it (in nats) are drawn as active and a
-            dashed line marks it; None: `vae_keras.analysis.ACTIVE_THRESHOLD`
-            (0.01).
+        kl: the mean KL per dimension in nats, shape (latent_dim,), as
+            `vae_keras.analysis.kl_per_dimension` returns.
+        threshold: nats above which a dimension is active (a dashed line); None:
+            `vae_keras.analysis.ACTIVE_THRESHOLD` (0.01).
         path: where to save the figure; None: not saved.
-
-    Returns:
-        The `matplotlib.figure.Figure`: one bar per dimension (x = dimension
-        index from 0, height = KL) and a title giving the number of active
-        units.
 
     Raises:
         ValueError: if `kl` is not a non-empty 1-D array.
@@ -389,23 +323,16 @@ def plot_kl_per_dimension(kl, threshold=None, path=None):
 
 
 def plot_iwae_bound(ks, bounds, elbo=None, path=None):
-    """The importance-weighted bound against the number of samples k, on a log axis.
+    """A figure of the importance-weighted bound against the number of samples k (log axis).
 
     Args:
         ks: the numbers of samples, e.g. `[1, 10, 100, 1000]`.
-        bounds: the bound for each, in loss units, as
-            `vae_keras.analysis.iwae_bound` returns.
-        elbo: the ELBO loss of the same images, drawn as a dashed line; None:
-            not drawn.
+        bounds: the bound for each k, in loss units, as `vae_keras.analysis.iwae_bound` returns.
+        elbo: the ELBO loss of the same images, drawn as a dashed line; None: not drawn.
         path: where to save the figure; None: not saved.
 
-    Returns:
-        The `matplotlib.figure.Figure`: one line with a marker per k (log x
-        axis), and the ELBO line when given.
-
     Raises:
-        ValueError: if `ks` and `bounds` differ in length or are empty, or a
-            k is not positive.
+        ValueError: if `ks` and `bounds` are empty or differ in length, or a k is not positive.
     """
     ks = np.asarray(ks, dtype="float64")
     bounds = np.asarray(bounds, dtype="float64")
@@ -433,23 +360,15 @@ def plot_iwae_bound(ks, bounds, elbo=None, path=None):
 
 
 def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
-    """Writes every figure of notebook 4 as PNG files, on the MNIST test set.
-
-    Writes `reconstructions.png`, `latent_space.png` (all 10,000 test images),
-    `generated.png` (25 digits), `interpolation.png` (from a random test 3 to
-    a random test 8), `latent_grid.png` and, when a history is given,
-    `training_curve.png`.
+    """Writes the figures of notebook 4 as PNG files, on the MNIST test set; returns their paths.
 
     Args:
         model: a `vae_keras.VAE`.
-        out_dir: the folder to write to (created if needed).
-        history_path: the model's `history.csv`, for the training curve;
-            None: no training curve.
+        out_dir: the folder (created if needed) for `reconstructions`, `latent_space`,
+            `generated`, `interpolation`, `latent_grid` and `training_curve` `.png`.
+        history_path: the model's `history.csv`; None: no training curve.
         seed: seed of the random choices and of the sampling noise.
         data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
-
-    Returns:
-        The list of the written files' paths.
 
     Raises:
         FileNotFoundError: if `history_path` does not exist.

@@ -22,14 +22,13 @@ _SUM_TOLERANCE = 1e-3
 
 
 def feature_statistics(features):
-    """The mean and covariance of a set of feature vectors, in float64.
+    """The mean and covariance (unbiased, as `numpy.cov`) of feature vectors, in float64.
 
     Args:
         features: array of shape (N, D), N >= 2, finite.
 
     Returns:
-        A pair `(mean, covariance)` of shapes (D,) and (D, D); the covariance
-        is the unbiased one (divided by N - 1), as `numpy.cov`.
+        A pair `(mean, covariance)` of shapes (D,) and (D, D).
 
     Raises:
         ValueError: when `features` is not a finite 2-D array of at least 2 rows.
@@ -41,12 +40,6 @@ def feature_statistics(features):
 def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b):
     """The Fréchet distance between two Gaussians given by their means and covariances.
 
-    d = |mean_a - mean_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)). The trace of
-    the square root is computed as Tr((A^(1/2) C_b A^(1/2))^(1/2)) with
-    A^(1/2) the symmetric square root of C_a, from symmetric eigendecompositions
-    whose tiny negative round-off eigenvalues are set to zero; so the result is
-    real, and it is clipped at 0.
-
     Args:
         mean_a: shape (D,).
         covariance_a: shape (D, D), symmetric positive semi-definite.
@@ -54,7 +47,7 @@ def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b)
         covariance_b: shape (D, D), symmetric positive semi-definite.
 
     Returns:
-        A float >= 0 (0 for identical statistics).
+        A float >= 0 (0 for identical statistics); see docs/design-notes.md.
 
     Raises:
         ValueError: when the shapes do not agree or a value is not finite.
@@ -87,11 +80,7 @@ def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b)
 
 
 def frechet_distance(features_a, features_b):
-    """The Fréchet distance between two sets of features, each taken as a Gaussian.
-
-    The distance of the Fréchet Inception Distance (FID), here in the feature
-    space of any network: each set is summarised by its mean and covariance and
-    `frechet_distance_from_statistics` compares the two.
+    """The Fréchet distance between two sets of features, each taken as a Gaussian (as in FID).
 
     Args:
         features_a: array of shape (N, D), N >= 2.
@@ -101,15 +90,8 @@ def frechet_distance(features_a, features_b):
         A float >= 0; 0 for a set against itself.
 
     Raises:
-        ValueError: when an array is not finite, not 2-D, has fewer than 2
-            rows, or the two have different numbers of features.
-
-    Example:
-
-    >>> rng = np.random.default_rng(0)
-    >>> features = rng.normal(size=(500, 4))
-    >>> round(frechet_distance(features, features), 9)
-    0.0
+        ValueError: when an array is not finite, not 2-D, has fewer than 2 rows, or the two
+            have different numbers of features.
     """
     features_a = _features(features_a, "features_a")
     features_b = _features(features_b, "features_b")
@@ -125,17 +107,16 @@ def class_histogram(labels_or_probabilities, num_classes=NUM_CLASSES):
     """The fraction of a set given to each class.
 
     Args:
-        labels_or_probabilities: integer labels of shape (N,), in
-            [0, num_classes), or class probabilities of shape (N, num_classes),
-            whose arg-max is taken as the label.
+        labels_or_probabilities: integer labels (N,) in [0, num_classes), or class
+            probabilities (N, num_classes), whose arg-max is taken as the label.
         num_classes: number of classes.
 
     Returns:
         A float64 array of shape (num_classes,) that sums to 1.
 
     Raises:
-        ValueError: for an empty set, labels that are not integers in range,
-            or probabilities with another number of classes.
+        ValueError: for an empty set, labels that are not integers in range, or
+            probabilities with another number of classes.
     """
     values = np.asarray(labels_or_probabilities)
     if values.ndim == 2:
@@ -169,8 +150,7 @@ def histogram_entropy(histogram):
         histogram: non-negative fractions of shape (K,), K >= 2, summing to 1.
 
     Returns:
-        A float in [0, 1]: 1 when every class has the same share, 0 when one
-        class has everything.
+        A float in [0, 1]: 1 for an even spread, 0 when one class has everything.
 
     Raises:
         ValueError: when `histogram` is not such an array.
@@ -190,10 +170,7 @@ def histogram_entropy(histogram):
 def classifier_score(probabilities):
     """The classifier's "inception score" of a set: exp(E_x[KL(p(y|x) || p(y))]).
 
-    p(y|x) is the classifier's output for one image, p(y) its mean over the
-    set. High when each image is classified confidently and the set covers the
-    classes evenly: it is 1 when every image gets the same probabilities, and
-    the number of classes for confident predictions spread evenly over them.
+    High when each image is classified confidently and the set covers the classes evenly.
 
     Args:
         probabilities: shape (N, K), rows non-negative and summing to 1.
@@ -251,7 +228,7 @@ def label_agreement(probabilities, labels):
 
 
 def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH_SIZE):
-    """The fraction of reconstructions (through the code means) classified as their true label.
+    """The fraction, in [0, 1], of reconstructions (through the code means) given their true label.
 
     Args:
         model: a `vae_keras.VAE`.
@@ -259,9 +236,6 @@ def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH
         images: shape (N, 28, 28, 1), values in [0, 1].
         labels: the images' true labels, shape (N,).
         batch_size: images per call (memory only).
-
-    Returns:
-        A float in [0, 1].
 
     Raises:
         ValueError: when images and labels differ in length.
@@ -320,27 +294,16 @@ class QualityReport:
 
 
 def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_SIZE):
-    """The sample-quality report of a VAE, seen through a digit classifier.
-
-    Four sets of `n` images each go through the classifier: the first `n` test
-    images (the yardstick), `n` training images drawn at random (the floor:
-    real digits the VAE did not generate; no model can beat their distance
-    from the test images by more than chance), the reconstructions of the test
-    images through their code means, and `n` generated digits decoded from
-    codes drawn from N(0, I) (the codes of `model.generate(n, seed)`). Images
-    are made and classified in batches; only the features and probabilities
-    are kept.
+    """The sample-quality `QualityReport` of a VAE, seen through a digit classifier.
 
     Args:
         model: a `vae_keras.VAE`.
         classifier: a digit classifier (see `load_classifier`).
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns.
-        n: images per set, from 2 to the number of test images.
-        seed: seed of the codes and of the training images drawn.
+        n: images per set (test images, random training images, test reconstructions and
+            generated digits), from 2 to the number of test images.
+        seed: seed of the generated codes and of the training images drawn.
         batch_size: images per call (memory only).
-
-    Returns:
-        A `QualityReport`.
 
     Raises:
         ValueError: when `n`, `seed` or `batch_size` is out of range.
@@ -434,22 +397,15 @@ def format_report(report, markdown=False):
 
 
 def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None):
-    """The generated digits the classifier is least sure of, each with its top class.
-
-    Decodes `pool` codes drawn from N(0, I) (those of `model.generate(pool,
-    seed)`) in batches, classifies them, and shows the `n` with the lowest top-class
-    probability, least sure first, titled "digit (probability)".
+    """A `matplotlib.figure.Figure` of the `n` of `pool` generated digits the classifier is least sure of.
 
     Args:
         model: a `vae_keras.VAE`.
         classifier: a digit classifier (see `load_classifier`).
-        n: number of digits shown, at most `pool`.
-        pool: number of digits generated to choose from.
+        n: digits shown, at most `pool`; least sure first, titled "digit (probability)".
+        pool: digits generated (codes of `model.generate(pool, seed)`) to choose from.
         seed: seed of the codes.
         path: where to save the figure; None: not saved.
-
-    Returns:
-        The `matplotlib.figure.Figure`, one axis per digit shown.
 
     Raises:
         ValueError: when `n` or `pool` is not a positive integer or `n > pool`.
