@@ -1,5 +1,7 @@
 """Tests for the training protocol: device choice, history, resume, reproducibility, NaN, CLI."""
 
+import dataclasses
+import json
 import subprocess
 import sys
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 import vae_keras
-from vae_keras import VAEConfig, records, training
+from vae_keras import VAEConfig, backends, records, training
 
 SMALL = dict(train_size=512, test_size=128, batch_size=128, eval_batch_size=128)
 
@@ -273,30 +275,148 @@ def test_a_glued_or_cut_history_is_rewritten_from_the_checkpoint(tmp_path, small
     np.testing.assert_allclose(resumed.history["val_elbo"], uninterrupted.history["val_elbo"], rtol=1e-6)
 
 
-def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, small_data):
-    config = VAEConfig(epochs=3, **CPU)
+def interrupted_run(tmp_path, small_data, epochs=3, **overrides):
+    """A run folder stopped in its second epoch: a checkpoint of epoch 1, config.json, history.csv, vae.keras."""
+    config = VAEConfig(epochs=epochs, **{**CPU, **overrides})
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         training.train(config, run_dir, data=small_data, verbose=0, callbacks=[Interrupt(1, 0)])
+    return config, run_dir
+
+
+def folder_bytes(folder):
+    """Every file below `folder` with its content, to show that nothing was written."""
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def rewrite_meta(meta_path, change):
+    """Edits meta.json as a careful forger would: the change, then a digest that matches it."""
+    meta = json.loads(meta_path.read_text())
+    change(meta)
+    meta["digest"] = records._digest(meta)
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, small_data):
+    config, run_dir = interrupted_run(tmp_path, small_data)
     meta = run_dir / "checkpoint" / "epoch-0001" / "meta.json"
+    good_meta = meta.read_text()
     for damage in ("", "[1, 2]", '{"epoch": 9, "history": []}'):
         meta.write_text(damage)
         with pytest.raises(ValueError, match=str(meta)):
             training.train(config, run_dir, data=small_data, verbose=0)
         assert meta.read_text() == damage  # nothing was overwritten
-    good = (run_dir / "checkpoint" / "epoch-0001" / "state.weights.h5").read_bytes()
     meta.unlink()
-    with pytest.raises(ValueError, match=str(meta)):
+    with pytest.raises(ValueError, match=f"{meta} is missing"):
         training.train(config, run_dir, data=small_data, verbose=0)
-    meta.write_text('{"epoch": 1, "finished": false, "history": [{}]}')
+    meta.write_text(good_meta)
     state = run_dir / "checkpoint" / "epoch-0001" / "state.weights.h5"
+    good = state.read_bytes()
     state.write_bytes(good[: len(good) // 2])  # weights cut short, the optimizer's section lost
     with pytest.raises(ValueError, match=str(state)):
         training.train(config, run_dir, data=small_data, verbose=0)
     assert state.read_bytes() == good[: len(good) // 2]
-    meta.write_text('{"epoch": 9, "finished": false, "history": [%s]}' % ", ".join(["{}"] * 9))
-    with pytest.raises(ValueError, match="past this run's 3 epochs"):
+    state.unlink()  # a deleted state file is named as such, not blamed on meta.json
+    with pytest.raises(ValueError, match=f"{state} is missing"):
         training.train(config, run_dir, data=small_data, verbose=0)
+    state.write_bytes(good)
+    assert training.train(config, run_dir, data=small_data, verbose=0).history["epoch"] == [1, 2, 3]
+
+
+def test_flipped_bytes_inside_the_state_file_are_refused_before_loading(tmp_path, small_data):
+    config, run_dir = interrupted_run(tmp_path, small_data)
+    state = run_dir / "checkpoint" / "epoch-0001" / "state.weights.h5"
+    damaged = bytearray(state.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle : middle + 64] = bytes(255 - b for b in damaged[middle : middle + 64])  # h5py still reads it
+    state.write_bytes(bytes(damaged))
+    before = folder_bytes(run_dir)
+    with pytest.raises(ValueError, match=f"{state} is not a valid checkpoint .its SHA-256"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    assert folder_bytes(run_dir) == before  # the evidence stays
+
+
+def test_a_state_file_from_another_run_is_refused(tmp_path, small_data):
+    config, run_dir = interrupted_run(tmp_path, small_data)
+    _, other_dir = interrupted_run(tmp_path / "other", small_data, seed=1)
+    state = run_dir / "checkpoint" / "epoch-0001" / "state.weights.h5"
+    state.write_bytes((other_dir / "checkpoint" / "epoch-0001" / "state.weights.h5").read_bytes())
+    with pytest.raises(ValueError, match="SHA-256"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+
+
+def test_edited_metadata_is_refused_even_with_a_matching_digest_of_the_state(tmp_path, small_data):
+    config, run_dir = interrupted_run(tmp_path, small_data)
+    meta = run_dir / "checkpoint" / "epoch-0001" / "meta.json"
+    good = meta.read_text()
+    meta.write_text(good.replace('"finished": false', '"finished": true'))  # edited by hand
+    with pytest.raises(ValueError, match="edited or damaged"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    rewrite_meta(meta, lambda m: m.update(finished=True))  # consistent digest, inconsistent claim
+    with pytest.raises(ValueError, match="finished=True does not follow from epoch 1 of 3"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    rewrite_meta(meta, lambda m: m.update(finished=False, history=[dict(m["history"][0], epoch=7)]))
+    with pytest.raises(ValueError, match="history rows are not epochs 0 to 0"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    meta.write_text(good)
+    assert training.train(config, run_dir, data=small_data, verbose=0).history["epoch"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"learning_rate": 0.01}, {"shuffle": True}])
+def test_a_resume_with_another_configuration_is_refused_even_without_config_json(tmp_path, small_data, change):
+    config, run_dir = interrupted_run(tmp_path, small_data)
+    (run_dir / "config.json").unlink()
+    name = next(iter(change))
+    before = folder_bytes(run_dir)
+    with pytest.raises(FileExistsError, match=f"another configuration: {name} .the run: "):
+        training.train(dataclasses.replace(config, **change), run_dir, data=small_data, verbose=0)
+    assert folder_bytes(run_dir) == before  # config.json is not rewritten with the new claim
+
+
+def test_a_resume_on_another_backend_is_refused(tmp_path, small_data, monkeypatch):
+    config, run_dir = interrupted_run(tmp_path, small_data)
+    other = "jax" if backends.BACKEND != "jax" else "tensorflow"
+    monkeypatch.setattr(backends, "BACKEND", other)  # as KERAS_BACKEND=other would start Keras
+    with pytest.raises(FileExistsError, match=f"backend .the run: '{keras.backend.backend()}', now: '{other}'.*KERAS_BACKEND={keras.backend.backend()}"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+
+
+def test_a_kill_after_the_last_checkpoint_leaves_every_row_and_the_model(tmp_path, small_data, monkeypatch):
+    config = VAEConfig(epochs=2, **CPU)
+    run_dir = tmp_path / "run"
+    kill_at(monkeypatch, records, "write_history", 2)  # after the last epoch's checkpoint, before its row
+    with pytest.raises(Killed):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    monkeypatch.undo()
+    assert records.read_history(run_dir / "history.csv")["epoch"] == [1]
+    (run_dir / "vae.keras").unlink()  # lost too
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    history = records.read_history(run_dir / "history.csv")
+    whole = training.train(config, tmp_path / "whole", data=small_data, verbose=0)
+    assert history["epoch"] == [1, 2]  # every row, from the checkpoint
+    for name in ("elbo", "val_elbo", "kl_loss", "reconstruction_loss"):
+        assert history[name] == whole.history[name]
+    rebuilt, reference = vae_keras.load_vae(run_dir / "vae.keras"), whole.model
+    for a, b in zip(rebuilt.weights, reference.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_checkpoint_that_is_a_file_or_a_folder_without_one_keeps_the_model(tmp_path, small_data):
+    config, run_dir = interrupted_run(tmp_path, small_data)
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoint")
+    (run_dir / "checkpoint").write_text("not a folder")
+    before = folder_bytes(run_dir)
+    with pytest.raises(ValueError, match=f"{run_dir / 'checkpoint'} is a file"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    (run_dir / "checkpoint").unlink()
+    with pytest.raises(FileExistsError, match="history.csv and vae.keras but no checkpoint/"):
+        training.train(config, run_dir, data=small_data, verbose=0)
+    assert {k: v for k, v in folder_bytes(run_dir).items() if k.name != ".lock"} == {
+        k: v for k, v in before.items() if k.name not in (".lock", "checkpoint")
+    }  # vae.keras and the history are untouched
 
 
 @pytest.mark.slow_off_tensorflow

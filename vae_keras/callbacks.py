@@ -14,14 +14,11 @@ from vae_keras.checks import check_int
 
 
 class TrainingMonitor(keras.callbacks.Callback):
-    """The reference protocol's per-epoch bookkeeping.
+    """The reference protocol per epoch: noise stream, timing without the test pass, its line, the model saved.
 
-    At the start of each epoch it resets the sampling noise to a stream of
-    the seed and the epoch, and (once) tells the `EpochBatches` where the run
-    starts, so that a resumed run repeats an uninterrupted one. At the end it
-    records the epoch's training time without the test evaluation (the
-    reference's `toc`), prints the reference's line and saves the model,
-    unless the loss became NaN: then training stops and the last good model stays.
+    Each epoch's sampling noise is a stream of the seed and the epoch, so a
+    resumed run repeats an uninterrupted one. A NaN loss stops training and
+    keeps the last good model.
 
     Args:
         batches: the `EpochBatches` being trained on, or None.
@@ -76,48 +73,31 @@ class TrainingMonitor(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves each finished epoch as one checkpoint folder, all there or not there (see docs/crash-safety.md).
+    """Saves each finished epoch as one verified checkpoint folder, all there or not there (docs/crash-safety.md).
 
     Args:
         output_dir: the run folder.
-        epochs: the run's number of epochs (the last one is marked finished).
+        identity: the run's `records.run_identity`, recorded in every checkpoint.
         monitor: the run's `TrainingMonitor` (no checkpoint after a NaN loss).
         resume: the `records.Checkpoint` to load when training begins, or None.
         steps_per_epoch: batches per epoch, to check the loaded optimizer's step count.
     """
 
-    def __init__(self, output_dir, epochs, monitor, resume=None, steps_per_epoch=None):
+    def __init__(self, output_dir, identity, monitor, resume=None, steps_per_epoch=None):
         super().__init__()
         self.output_dir = Path(output_dir)
-        self.epochs = epochs
+        self.identity = identity
         self.monitor = monitor
         self.resume = resume
         self.rows = list(resume.history) if resume is not None else []
-        self.expected_steps = len(self.rows) * steps_per_epoch if steps_per_epoch else None
+        self.steps_per_epoch = steps_per_epoch
 
     def on_train_begin(self, logs=None):
-        if self.resume is None:
-            return
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            # Adam's moments exist only once built; unbuilt, Keras would skip
-            # loading them with a warning and resume with a fresh Adam.
-            optimizer.build(self.model.trainable_variables)
-        state = self.resume.state
-        try:
-            self.model.load_weights(state)
-        except Exception as error:  # h5py and Keras raise many types for a damaged file
-            raise ValueError(
-                f"{state} could not be loaded ({type(error).__name__}: {error}); it was changed "
-                f"since it was written. Choose another output folder, or {records.START_AFRESH}"
-            ) from None
-        steps = int(ops.convert_to_numpy(optimizer.iterations))
-        if self.expected_steps is not None and steps != self.expected_steps:
-            raise ValueError(
-                f"{state} holds an optimizer after {steps} steps, "
-                f"not the {self.expected_steps} of its {len(self.rows)} epochs; it does not "
-                f"belong to this run. Choose another output folder, or {records.START_AFRESH}"
-            )
+        if self.resume is not None:
+            restore(self.model, self.resume, self.steps_per_epoch)
+            model_path = self.output_dir / records.MODEL_FILE
+            if not model_path.is_file():  # rebuilt from the checkpoint, as the history is
+                records.save_model(self.model, model_path)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor.nan_at is not None:
@@ -125,43 +105,52 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row = {"epoch": epoch}
         row.update({name: float(value) for name, value in sorted((logs or {}).items())})
         self.rows.append(row)
-        meta = {"epoch": epoch + 1, "finished": epoch + 1 >= self.epochs, "history": self.rows}
-        records.write_checkpoint(self.model, self.output_dir, meta)
+        records.write_checkpoint(self.model, self.output_dir, epoch + 1, self.rows, self.identity)
         records.write_history(self.output_dir / records.HISTORY_FILE, self.rows)
 
 
-class DecodedSamples(keras.callbacks.Callback):
-    """Decodes a fixed set of codes, drawn once from N(0, I), after every epoch.
+def restore(model, checkpoint, steps_per_epoch=None):
+    """Loads a verified `records.Checkpoint` into a compiled model: weights, Adam's moments and step count.
 
-    The codes are drawn from `seed` when training begins (the model's
-    `latent_dim` gives their size) and stay the same for the whole run, so the
-    rows of `strip()` differ only by what the decoder learned. When training
-    starts from an untrained model (the optimizer has taken no step yet), the
-    untrained decoder's images are kept too, as epoch 0.
+    Raises:
+        ValueError: the state file cannot be loaded, or holds another number of steps.
+    """
+    optimizer = model.optimizer
+    if not optimizer.built:
+        # Adam's moments exist only once built; unbuilt, Keras would skip
+        # loading them with a warning and resume with a fresh Adam.
+        optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(checkpoint.state)
+    except Exception as error:  # h5py and Keras raise many types for a damaged file
+        raise ValueError(
+            f"{checkpoint.state} could not be loaded ({type(error).__name__}: {error}). "
+            f"Choose another output folder, or {records.START_AFRESH}"
+        ) from None
+    steps = int(ops.convert_to_numpy(optimizer.iterations))
+    if steps_per_epoch and steps != checkpoint.epoch * steps_per_epoch:
+        raise ValueError(
+            f"{checkpoint.state} holds an optimizer after {steps} steps, not the "
+            f"{checkpoint.epoch * steps_per_epoch} of its {checkpoint.epoch} epochs; it does not "
+            f"belong to this run. Choose another output folder, or {records.START_AFRESH}"
+        )
+
+
+class DecodedSamples(keras.callbacks.Callback):
+    """Decodes the same codes, drawn once from N(0, I), after every epoch (and before the first, if untrained).
 
     Args:
         n: number of codes, a positive integer.
         seed: seed of the codes (NumPy).
-        path: a PNG file that the strip is written to after every epoch (so
-            it can be watched during a long run); parent folders are created.
-            None: not written.
+        path: a PNG file the strip is rewritten to after every epoch; None: none.
 
     Attributes:
         codes: the (n, latent_dim) float32 codes, once training has begun.
-        epochs: the epoch after which each row was decoded (1 = after the
-            first epoch; 0 = before training).
+        epochs: the epoch after which each row was decoded (0: before training).
         images: one (n, 28, 28, 1) float32 array per entry of `epochs`.
 
     Raises:
         ValueError: if `n` is not a positive integer.
-
-    Example:
-
-    >>> watcher = DecodedSamples(n=10, seed=0)
-    >>> model.fit(x_train, epochs=2, callbacks=[watcher])  # doctest: +SKIP
-    >>> watcher.epochs  # doctest: +SKIP
-    [0, 1, 2]
-    >>> watcher.plot()  # doctest: +SKIP
     """
 
     def __init__(self, n=10, seed=0, path=None):

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from vae_keras import backends, records
-from vae_keras.callbacks import EpochCheckpoint, TrainingMonitor
+from vae_keras.callbacks import EpochCheckpoint, TrainingMonitor, restore
 from vae_keras.config import VAEConfig
 from vae_keras.data import EpochBatches, load_mnist
 from vae_keras.models import VAE
@@ -119,21 +119,16 @@ class Run:
 
 
 def build_run(config, data=None, device=None, output_dir=None, resume=None, callbacks=(), verbose=1):
-    """Builds a training run: seeds, data, model and callbacks, all that `fit` needs.
+    """Builds a training run (seeds, data, model, callbacks): all that `Run.fit` needs.
 
     Args:
         config: a `VAEConfig`.
-        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns;
-            read from the project's `data/` folder when None.
-        device: the device to train on, from `select_device`; None chooses it.
-        output_dir: the run folder each finished epoch is written to, or None
-            to write nothing.
+        data: `((x_train, y_train), (x_test, y_test))`; None reads `data/`.
+        device: from `select_device`; None chooses it.
+        output_dir: the run folder each finished epoch is written to; None: nothing is written.
         resume: the `records.Checkpoint` to resume from, or None.
         callbacks: further Keras callbacks.
         verbose: print the compile settings, and the reference's line per epoch.
-
-    Returns:
-        A `Run`.
     """
     device = device or backends.select_device(config.execution_environment, verbose=False)
     backends.set_random_seed(config.seed)
@@ -161,7 +156,8 @@ def build_run(config, data=None, device=None, output_dir=None, resume=None, call
     # The progress bar first, so that its epoch line ends before the reference's line.
     run_callbacks = [keras.callbacks.ProgbarLogger(), monitor]
     if output_dir is not None:
-        run_callbacks.append(EpochCheckpoint(output_dir, config.epochs, monitor, resume, batches.steps))
+        identity = records.run_identity(config, backends.BACKEND)
+        run_callbacks.append(EpochCheckpoint(output_dir, identity, monitor, resume, batches.steps))
     return Run(
         config=config,
         device=device,
@@ -176,24 +172,17 @@ def build_run(config, data=None, device=None, output_dir=None, resume=None, call
 
 
 def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=False, callbacks=()):
-    """Trains a VAE with the reference protocol and reports the test ELBO each epoch.
+    """Trains a VAE with the reference protocol into `output_dir`, resuming an interrupted run there.
 
-    The run writes into `output_dir` (see `vae_keras.records`): `config.json`,
-    `history.csv` (one row per epoch), `vae.keras` (the model after the last
-    finished epoch), `checkpoint/` (the last finished epoch's model and
-    optimizer state, written whole or not at all, see `EpochCheckpoint`) and
-    `.lock` (one training per folder at a time). If a run in the same folder
-    was interrupted, at any moment, calling `train` again with the same
-    configuration resumes after its last finished epoch, to the result of an
-    uninterrupted run.
+    The folder's files are described in `vae_keras.records`; calling `train`
+    again after a kill resumes after the last finished epoch, to the result of
+    an uninterrupted run.
 
     Args:
         config: a `VAEConfig`; the reference settings when None.
         output_dir: folder of the run.
-        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns;
-            read from the project's `data/` folder when None.
-        verbose: 0 silent, 1 progress bar and the reference's line per epoch,
-            2 one Keras line per epoch and the reference's line.
+        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns; None reads `data/`.
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch (both add the reference's line).
         overwrite: start afresh even where `output_dir` holds a finished run.
         callbacks: further Keras callbacks.
 
@@ -201,14 +190,10 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
         A `TrainingResult`.
 
     Raises:
-        FileExistsError: when `output_dir` holds a finished run (or a run made
-            with another configuration) and `overwrite` is False.
-        TrainingDiverged: when the loss becomes NaN; the model of the last
-            good epoch stays in `output_dir`.
-        RuntimeError: for execution_environment "gpu" without a GPU, or when
-            another training holds `output_dir`.
-        ValueError: when the folder's checkpoint or `config.json` is damaged
-            (the message names the file; nothing is overwritten).
+        FileExistsError: the folder holds a finished run, or one of another configuration.
+        TrainingDiverged: the loss became NaN; the last good epoch's model stays.
+        RuntimeError: "gpu" without a GPU, or another training holds the folder.
+        ValueError: a damaged checkpoint or `config.json` (named; nothing is overwritten).
     """
     config = config if config is not None else VAEConfig()
     if not isinstance(config, VAEConfig):
@@ -217,7 +202,13 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     device = backends.select_device(config.execution_environment, verbose=bool(verbose))
     output_dir.mkdir(parents=True, exist_ok=True)
     with records.locked(output_dir):
-        resume = records.prepare(output_dir, config, overwrite, verbose)
+        resume = records.prepare(output_dir, config, records.run_identity(config, backends.BACKEND), overwrite, verbose)
+        if resume is not None and resume.finished:
+            _rebuild_model_file(config, device, output_dir, resume)
+            raise FileExistsError(
+                f"{output_dir} already holds a finished run ({output_dir / records.MODEL_FILE}); choose another "
+                "output folder or pass overwrite=True (--overwrite) to replace it."
+            )
         run = build_run(config, data, device, output_dir, resume, callbacks, verbose)
         if resume is not None and verbose:
             print(f"Resuming the interrupted run in {output_dir} after its epoch {run.initial_epoch}.")
@@ -243,6 +234,18 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
             "learning rate."
         )
     return TrainingResult(model=run.model, history=history, output_dir=output_dir)
+
+
+def _rebuild_model_file(config, device, output_dir, checkpoint):
+    """Writes a finished run's missing `vae.keras` from its checkpoint."""
+    path = Path(output_dir) / records.MODEL_FILE
+    if path.is_file():
+        return
+    with backends.scope(device):
+        model = build_model(config, device)
+    restore(model, checkpoint, config.steps_per_epoch())
+    records.save_model(model, path)
+    print(f"Rebuilt {path} from the finished run's checkpoint.")
 
 
 def evaluate(model, x, batch_size=2_000, verbose=0):
