@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import zlib
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -206,7 +207,8 @@ def test_read_idx_trailing_bytes(tmp_path, suffix):
     path.write_bytes(gzip.compress(content) if suffix else content)
     with pytest.raises(data.DataError) as error_info:
         data.read_idx(path)
-    assert_message(error_info, path, "trailing", "2 trailing bytes")
+    # A raw file's length is known; a gzip stream is inflated no further than one byte past the header's size.
+    assert_message(error_info, path, "trailing", "2 trailing bytes" if not suffix else "more than the 11 bytes")
 
 
 def test_read_idx_errors_chain_the_cause(tmp_path):
@@ -555,7 +557,7 @@ def test_read_idx_refuses_a_gzip_bomb_while_decompressing(tmp_path):
     with pytest.raises(data.DataError) as error_info:
         data.read_idx(path)
     assert_message(error_info, path, "decompresses to more than the 18 bytes")
-    # It stops within one chunk past the declared size, not after all 256 MB.
+    # It stops at the first byte past the declared size, not after all 256 MB.
     inflated = []
     real_decompressobj = zlib.decompressobj
 
@@ -574,10 +576,10 @@ def test_read_idx_refuses_a_gzip_bomb_while_decompressing(tmp_path):
     zlib.decompressobj = Counting
     try:
         with pytest.raises(data._TooLarge):
-            data._bounded_gunzip(path.read_bytes(), chunk=1 << 16)
+            data._bounded_gunzip(path.read_bytes(), data.MAX_IDX_BYTES, chunk=1 << 16)
     finally:
         zlib.decompressobj = real_decompressobj
-    assert sum(inflated) <= 18 + 2 * (1 << 16) + 1
+    assert sum(inflated) <= (1 << 16) + 1  # the first chunk (which holds the header), then one byte
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -613,3 +615,55 @@ def test_epoch_batches_in_order_and_shuffled(mnist):
     resumed = data.EpochBatches(x, 128, epochs=6, shuffle=True, seed=5)
     resumed.first_epoch = 2
     np.testing.assert_array_equal(epoch_images(resumed, 1), first)
+
+
+# Prints the error, then the peak memory of the call above what the process held before it (Linux:
+# writing 5 to clear_refs resets the peak, VmHWM).
+HUGE_HEADER_SCRIPT = """
+import sys
+from vae_keras import data
+
+def kilobytes(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+
+open("/proc/self/clear_refs", "w").write("5")
+before = kilobytes("VmRSS:")
+try:
+    data.{call}
+except data.DataError as error:
+    print(str(error))
+print("peak_mb", (kilobytes("VmHWM:") - before) / 1024)
+"""
+
+
+def huge_header_gzip(path, megabytes):
+    """A gzip file of about `megabytes` MB whose IDX header declares 60,000 x 28 x 28 x 1,000 bytes."""
+    inflater = zlib.compressobj(9, zlib.DEFLATED, 31)
+    header = b"\x00\x00\x08\x04" + np.array([60_000, 28, 28, 1_000], ">u4").tobytes()
+    zeros = bytes(1 << 24)
+    parts = [inflater.compress(header)] + [inflater.compress(zeros) for _ in range(megabytes)]
+    path.write_bytes(b"".join(parts) + inflater.flush())
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory with Linux's /proc")
+@pytest.mark.parametrize("call", ["read_idx(sys.argv[1])", "load_mnist(sys.argv[2])"])
+def test_a_header_claiming_gigabytes_is_refused_before_anything_is_inflated(tmp_path, call):
+    # The two cases of the report: 1 MB and 4.2 MB of gzip that would inflate to about 1 and 4 GB.
+    import subprocess
+    import sys
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in data.MNIST_FILES.values():
+        (folder / f"{name}.gz").write_bytes((data.DEFAULT_DATA_DIR / f"{name}.gz").read_bytes())
+    for megabytes in (64, 256):
+        path = huge_header_gzip(folder / "train-images-idx3-ubyte.gz", megabytes)
+        process = subprocess.run(
+            [sys.executable, "-c", HUGE_HEADER_SCRIPT.format(call=call), str(path), str(folder)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert process.returncode == 0, process.stderr[-2000:]
+        assert str(path) in process.stdout and "declares 47,040,000,020 bytes, more than the" in process.stdout
+        peak = float(process.stdout.split("peak_mb")[1])
+        assert peak < 50, process.stdout  # the compressed file and one inflated chunk

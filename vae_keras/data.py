@@ -37,6 +37,14 @@ MNIST_SHA256 = {
     ),
 }
 
+# The size of each file's uncompressed content: the most a file of that kind is read to.
+MNIST_BYTES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
+
 # IDX element type codes (byte 2 of the header) and their big-endian dtypes.
 IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -48,6 +56,11 @@ IDX_DTYPES = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+# The most bytes `read_idx` inflates or reads by default: 128 MiB, nearly three
+# times MNIST's largest file (47 MB), so a header that claims more is refused
+# before anything is allocated.
+MAX_IDX_BYTES = 1 << 27
 
 _IMAGE_SIZE = (28, 28)
 _NUM_CLASSES = 10
@@ -85,8 +98,8 @@ def _fail(path, problem, error_class=DataError):
     return error_class(f"{path}: {problem}", path=path)
 
 
-def _read_file_bytes(path):
-    """Returns the bytes of `path`, decompressed when it is gzip (by magic)."""
+def _read_file_bytes(path, max_bytes=MAX_IDX_BYTES):
+    """Returns the bytes of `path`, decompressed when it is gzip (by magic); never more than `max_bytes`."""
     if not path.exists():
         raise _fail(
             path,
@@ -95,6 +108,9 @@ def _read_file_bytes(path):
         )
     if not path.is_file():
         raise _fail(path, "not a regular file (a folder?), cannot read it.")
+    size = path.stat().st_size
+    if size > max_bytes + 4096:  # a gzip stream of max_bytes of IDX is no larger
+        raise _fail(path, f"{size:,} bytes, more than the {max_bytes:,} an IDX file read here may hold; not read.")
     try:
         content = path.read_bytes()
     except OSError as error:
@@ -103,6 +119,10 @@ def _read_file_bytes(path):
         raise _fail(path, "the file is empty (0 bytes); replace it.")
 
     if content[:2] != _GZIP_MAGIC:
+        declared = _declared_size(content[:4 + 4 * _MAX_IDX_DIMS])
+        if declared is not None and declared > max_bytes:
+            raise _fail(path, f"its IDX header declares {declared:,} bytes, more than the {max_bytes:,} "
+                        "a file of this kind may hold; not read.")
         if path.suffix == ".gz" and _GZIP_MAGIC.startswith(content):
             raise _fail(path, "the gzip stream is truncated (1 byte long).")
         if path.suffix == ".gz":
@@ -115,7 +135,7 @@ def _read_file_bytes(path):
         return content
 
     try:
-        content = _bounded_gunzip(content)
+        content = _bounded_gunzip(content, max_bytes)
     except EOFError as error:
         raise _fail(
             path,
@@ -127,11 +147,7 @@ def _read_file_bytes(path):
             path, f"the gzip data is corrupt ({error}); replace the file."
         ) from error
     except _TooLarge as error:
-        raise _fail(
-            path,
-            f"decompresses to more than the {error.args[0]:,} bytes its IDX header "
-            "declares; stopped reading (corrupt, or not an IDX file).",
-        ) from None
+        raise _fail(path, f"{error.args[0]}; stopped reading (corrupt, or not an IDX file of this kind).") from None
     if not content:
         raise _fail(path, "the file is empty once decompressed; replace it.")
     return content
@@ -141,8 +157,9 @@ class _TooLarge(Exception):
     """The gzip stream inflates past the size its IDX header declares."""
 
 
-def _bounded_gunzip(compressed, chunk=1 << 20):
-    """Decompresses gzip bytes, stopping within `chunk` bytes past the size the IDX header declares (no zip bombs)."""
+def _bounded_gunzip(compressed, max_bytes, chunk=1 << 20):
+    """Decompresses gzip bytes; stops at the first byte past the size the IDX header declares, and refuses a
+    header that declares more than `max_bytes`, before inflating more than its first chunk (no zip bombs)."""
     parts, size, limit = [], 0, None
     data = compressed
     while data:
@@ -150,7 +167,7 @@ def _bounded_gunzip(compressed, chunk=1 << 20):
             raise gzip.BadGzipFile(f"{len(data)} bytes of trailing garbage after the gzip stream")
         inflater = zlib.decompressobj(wbits=31)  # 31: one gzip member
         while not inflater.eof:
-            budget = chunk if limit is None else max(1, min(chunk, limit + chunk + 1 - size))
+            budget = chunk if limit is None else max(1, min(chunk, limit + 1 - size))
             try:
                 part = inflater.decompress(data, budget)
             except zlib.error as error:
@@ -164,8 +181,11 @@ def _bounded_gunzip(compressed, chunk=1 << 20):
                 limit = _declared_size(b"".join(parts))
                 if limit == 0:
                     return b"".join(parts)
-            if limit is not None and size > limit + chunk:
-                raise _TooLarge(limit)
+                if limit is not None and limit > max_bytes:
+                    raise _TooLarge(f"its IDX header declares {limit:,} bytes, more than the {max_bytes:,} "
+                                    "a file of this kind may hold")
+            if limit is not None and size > limit:
+                raise _TooLarge(f"decompresses to more than the {limit:,} bytes its IDX header declares (trailing bytes follow them)")
             if not part and not data and not inflater.eof:
                 raise EOFError("the gzip stream ends before its end marker")
         data = inflater.unused_data  # a further gzip member, or garbage
@@ -250,11 +270,12 @@ def _parse_idx(content, path, copy=True):
     return array.copy() if copy else array
 
 
-def read_idx(path):
+def read_idx(path, max_bytes=MAX_IDX_BYTES):
     """Reads one IDX file, gzip-compressed (recognised by its magic bytes) or raw, into a NumPy array.
 
     Args:
         path: the file.
+        max_bytes: the most bytes of IDX content to read; a header declaring more is refused before reading on.
 
     Returns:
         A writable array of the shape and element type its header declares, native byte order.
@@ -265,7 +286,7 @@ def read_idx(path):
             IDX, or its header disagrees with its length.
     """
     path = Path(path)
-    return _parse_idx(_read_file_bytes(path), path)
+    return _parse_idx(_read_file_bytes(path, max_bytes), path)
 
 
 def _find_mnist_files(data_dir):
@@ -282,8 +303,8 @@ def _find_mnist_files(data_dir):
 
 
 def _read_mnist_file(path, name, verify):
-    """Reads one MNIST file and, if `verify`, checks its SHA-256."""
-    content = _read_file_bytes(path)
+    """Reads one MNIST file (at most as large as MNIST's own) and, if `verify`, checks its SHA-256."""
+    content = _read_file_bytes(path, MNIST_BYTES[name])
     array = _parse_idx(content, path, copy=False)
     if verify:
         actual = hashlib.sha256(content).hexdigest()
