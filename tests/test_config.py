@@ -36,6 +36,7 @@ def test_replace_keeps_checks():
         ("latent_dim", 0),
         ("latent_dim", -3),
         ("latent_dim", 2.5),
+        ("latent_dim", 785),
         ("batch_size", 0),
         ("batch_size", 60_001),
         ("epochs", 0),

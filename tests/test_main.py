@@ -1,10 +1,13 @@
 """Tests for the command line, `python -m vae_keras`: each command, and one-line errors."""
 
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import vae_keras
 from vae_keras import VAEConfig
 from vae_keras.__main__ import _parser, main
 
@@ -95,3 +98,65 @@ def test_cli_corrupt_model_file(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+
+
+def test_cli_generate_writes_the_digits_of_generate_one_pixel_each(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "seven.png"
+    assert main(["generate", "--n", "7", "--seed", "3", "--out", str(out)]) == 0
+    assert "Saved 7 generated digits" in capsys.readouterr().out
+    expected = vae_keras.plotting.tile_images(vae_keras.load_vae().generate(7, seed=3))  # 3 columns, 3 rows
+    scale = 560 // (28 * 3)
+    expected = np.round(expected * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+
+
+GENERATE_PEAK_SCRIPT = """
+import sys
+from vae_keras.__main__ import main
+
+def kilobytes(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+
+open("/proc/self/clear_refs", "w").write("5")
+before = kilobytes("VmRSS:")
+status = main(["generate", "--n", "100000", "--out", sys.argv[1]])
+print("status", status, "peak_mb", (kilobytes("VmHWM:") - before) / 1024)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures memory with Linux's /proc")
+def test_cli_generate_of_100000_digits_holds_one_row_at_a_time(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "many.png"
+    process = subprocess.run([sys.executable, "-c", GENERATE_PEAK_SCRIPT, str(out)], capture_output=True, text=True,
+                             timeout=600)
+    assert process.returncode == 0, process.stderr[-2000:]
+    status, peak = process.stdout.split("status")[1].split("peak_mb")
+    assert int(status) == 0
+    assert float(peak) < 300, process.stdout  # it was 7.1 GB when the digits were held, then drawn by matplotlib
+    with Image.open(out) as image:
+        assert image.size == (28 * 317, 28 * 316) and image.mode == "L"
+
+
+def test_cli_generate_refuses_more_digits_than_its_tile_can_show(tmp_path, capsys):
+    assert main(["generate", "--n", "1000001", "--out", str(tmp_path / "x.png")]) == 2
+    error = capsys.readouterr().err
+    assert "n must be an integer from 1 to 1000000 (a 28,000 x 28,000-pixel tile), received n=1000001" in error
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_huge_latent_dim_and_a_backend_that_is_not_installed_are_one_line_errors(tmp_path):
+    result = run_cli("train", "--latent-dim", "100000000", "--output-dir", str(tmp_path / "x"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "latent_dim must be an integer from 1 to 784 (the pixels of an image), received latent_dim=100000000" in result.stderr
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "torch.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(blocker)}
+    result = subprocess.run([sys.executable, "-m", "vae_keras", "evaluate"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: Keras could not start on torch") and "pip install torch" in result.stderr

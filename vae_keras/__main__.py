@@ -66,8 +66,8 @@ def _evaluate(args):
 
 def _generate(args):
     model = load_vae(args.model)
-    plotting.plot_generated(model, n=args.n, seed=args.seed, path=args.out)
-    print(f"Saved {args.n} generated digits to {plotting.output_path(args.out)}")
+    path, (width, height) = plotting.write_generated(model, args.n, args.out, seed=args.seed)
+    print(f"Saved {args.n} generated digits to {path} ({width} x {height} pixels)")
     return 0
 
 
@@ -132,9 +132,11 @@ def _parser():
     evaluate.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     evaluate.set_defaults(run=_evaluate)
 
-    generate = commands.add_parser("generate", help="decode codes drawn from N(0, I) into a PNG tile")
+    generate = commands.add_parser("generate", help="decode codes drawn from N(0, I) into a PNG tile, 28 pixels a digit")
     _add_model_flag(generate)
-    generate.add_argument("--n", type=_positive_int, default=25, help="number of digits (default: %(default)s)")
+    generate.add_argument(
+        "--n", type=_positive_int, default=25, help="number of digits, at most 1,000,000 (default: %(default)s)"
+    )
     generate.add_argument("--out", default="generated.png", help="PNG file to write (default: %(default)s)")
     generate.add_argument("--seed", type=_seed_int, default=None, help="seed of the codes")
     generate.set_defaults(run=_generate)

@@ -46,18 +46,31 @@ def quiet_stderr():
 
 # TensorFlow prints oneDNN and CUDA notices from C++ on import and at its first
 # look for a GPU, before its log level applies.
-with quiet_stderr():
-    import keras
+try:
+    with quiet_stderr():
+        import keras
 
-    BACKEND = keras.backend.backend()
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
+        BACKEND = keras.backend.backend()
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
 
-        tf.config.list_physical_devices("GPU")
-    elif BACKEND == "jax":  # only the active backend's library: TensorFlow need not be installed
-        import jax
-    elif BACKEND == "torch":
-        import torch
+            tf.config.list_physical_devices("GPU")
+        elif BACKEND == "jax":  # only the active backend's library: TensorFlow need not be installed
+            import jax
+        elif BACKEND == "torch":
+            import torch
+except ImportError as error:
+    _wanted = os.environ.get("KERAS_BACKEND", "the backend of ~/.keras/keras.json")
+    _message = (
+        f"Keras could not start on {_wanted} ({type(error).__name__}: {error}). Install it "
+        f"(pip install {_wanted if _wanted in BACKENDS else 'tensorflow'}), or choose an installed "
+        "backend with KERAS_BACKEND=tensorflow, jax or torch."
+    )
+    if sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0]) == "vae-keras":
+        # The command line (python -m vae_keras, vae-keras): one line, no traceback.
+        print(f"error: {_message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise ImportError(_message) from None
 
 if BACKEND not in BACKENDS:
     raise ImportError(

@@ -20,6 +20,9 @@ QUICK_ENV_VAR = "VAE_KERAS_QUICK"
 # full mini-batches per epoch and drops the last 96 images.
 MNIST_TRAIN_SIZE = 60_000
 
+# The largest code: as many numbers as an image has pixels (28 x 28); more would only cost memory.
+MAX_LATENT_DIM = 28 * 28
+
 # The values of the fields that take True, False or "auto".
 AUTO_BOOL = (True, False, "auto")
 
@@ -101,7 +104,8 @@ class VAEConfig:
     )
 
     def __post_init__(self):
-        for name in ("latent_dim", "epochs", "eval_batch_size"):
+        check_int("latent_dim", self.latent_dim, maximum=MAX_LATENT_DIM, maximum_is="the pixels of an image")
+        for name in ("epochs", "eval_batch_size"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.steps_per_execution != "auto":

@@ -12,7 +12,7 @@ from vae_keras.backends import Steps
 from vae_keras.checks import check_int
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
-from vae_keras.config import PRETRAINED_MODEL_PATH
+from vae_keras.config import MAX_LATENT_DIM, PRETRAINED_MODEL_PATH
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -31,7 +31,7 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None):
     Returns:
         A functional `keras.Model`: (batch, 28, 28, 1) images -> (batch, 2 * latent_dim).
     """
-    check_int("latent_dim", latent_dim)
+    check_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM, maximum_is="the pixels of an image")
     inputs = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
     x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", dtype=dtype)(inputs)
     x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2", dtype=dtype)(x)
@@ -53,7 +53,7 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None):
     Returns:
         A functional `keras.Model`: (batch, latent_dim) codes -> (batch, 28, 28, 1) logits.
     """
-    check_int("latent_dim", latent_dim)
+    check_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM, maximum_is="the pixels of an image")
     inputs = keras.Input(shape=(latent_dim,), name="input_decoder")
     x = layers.Reshape((1, 1, latent_dim), name="to_1x1", dtype=dtype)(inputs)
     x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1", dtype=dtype)(x)

@@ -5,6 +5,8 @@ as PNG (a name without a suffix gets ".png"; parent folders are created).
 """
 
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -16,8 +18,9 @@ from keras import ops
 
 from vae_keras import analysis
 from vae_keras.checks import check_int, check_number
-from vae_keras.data import load_mnist
 from vae_keras.config import REFERENCE_TEST_ELBO
+from vae_keras.data import load_mnist
+from vae_keras.models import in_batches
 from vae_keras.records import read_history, write_atomically
 
 # Resolution of the saved PNG files.
@@ -121,6 +124,61 @@ def plot_generated(model, n=25, seed=None, path=None):
     axis.set_title("Generated samples of digits")
     save_figure(figure, path)
     return figure
+
+
+# The most digits `write_generated` writes: a 28,000 x 28,000-pixel tile.
+MAX_GENERATED = 1_000_000
+# A tile narrower than this many pixels is enlarged by a whole factor, so 25 digits are not a thumbnail.
+_MIN_TILE_WIDTH = 560
+
+
+def write_generated(model, n, path, seed=None, batch_size=1_000):
+    """Writes the digits of `model.generate(n, seed)` as one grey PNG tile, a row of digits at a time.
+
+    The tile is laid out as `plot_generated`'s (`ceil(sqrt(n))` columns, no
+    gaps, empty places black), one image pixel per file pixel (whole-number
+    enlarged below 560 pixels wide). Memory stays that of one row of digits,
+    whatever `n`; the file is written whole or not at all.
+
+    Returns:
+        `(path, (width, height))`: the PNG written (".png" added to a name without a suffix) and its size.
+
+    Raises:
+        ValueError: if `n` is not an integer from 1 to `MAX_GENERATED`.
+    """
+    check_int("n", n, maximum=MAX_GENERATED, maximum_is="a 28,000 x 28,000-pixel tile")
+    columns = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    scale = max(1, _MIN_TILE_WIDTH // (28 * columns))
+    width, height = 28 * columns * scale, 28 * rows * scale
+    rng = np.random.default_rng(seed)  # drawn row by row: the same codes as prior_codes(n, seed)
+
+    def write(temporary):
+        compressor = zlib.compressobj(6)
+        with open(temporary, "wb") as handle:
+            handle.write(b"\x89PNG\r\n\x1a\n")
+            _png_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))  # 8-bit grey
+            for row in range(rows):
+                count = min(columns, n - row * columns)
+                codes = rng.standard_normal((count, model.latent_dim)).astype("float32")
+                strip = np.zeros((28, 28 * columns), dtype="float32")
+                strip[:, : 28 * count] = in_batches(model.decode, codes, batch_size)[..., 0].transpose(1, 0, 2).reshape(28, -1)
+                pixels = np.round(np.clip(strip, 0.0, 1.0) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
+                scanlines = np.concatenate([np.zeros((len(pixels), 1), "uint8"), pixels], axis=1)  # filter 0
+                _png_chunk(handle, b"IDAT", compressor.compress(scanlines.tobytes()))
+            _png_chunk(handle, b"IDAT", compressor.flush())
+            _png_chunk(handle, b"IEND", b"")
+
+    path = output_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(path, write), (width, height)
+
+
+def _png_chunk(handle, kind, data):
+    """Writes one PNG chunk: length, type, data, CRC-32 of type and data (an empty IDAT is skipped)."""
+    if kind == b"IDAT" and not data:
+        return
+    handle.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
 
 
 def plot_interpolation(model, x_start, x_end, steps=10, path=None):

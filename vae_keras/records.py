@@ -127,7 +127,11 @@ def write_checkpoint(model, output_dir, epoch, history, identity):
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     state = partial / CHECKPOINT_STATE
-    _save_weights(model, state, final / CHECKPOINT_STATE)
+    try:
+        _save_weights(model, state, final / CHECKPOINT_STATE)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     _fsync(state)
     meta = {
         "format": CHECKPOINT_FORMAT,
