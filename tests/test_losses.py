@@ -40,3 +40,37 @@ def test_elbo_loss_is_batch_mean_of_both_terms():
     kl = -0.5 * (1 + log_var - mean**2 - np.exp(log_var)).sum(axis=1)
     expected = np.mean(reconstruction + kl)
     assert float(elbo_loss(x, x_pred, mean, log_var)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bernoulli_term_matches_numpy_binary_cross_entropy():
+    from vae_keras.losses import bernoulli_reconstruction_loss
+
+    rng = np.random.default_rng(2)
+    x = rng.random((5, 28, 28, 1)).astype("float32")
+    logits = rng.normal(scale=4.0, size=(5, 28, 28, 1)).astype("float32")
+    p = 1 / (1 + np.exp(-logits.astype("float64")))
+    expected = -np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=(1, 2, 3))
+    np.testing.assert_allclose(ops.convert_to_numpy(bernoulli_reconstruction_loss(x, logits)), expected, rtol=1e-5)
+    # Stable where a naive log(sigmoid) underflows.
+    extreme = np.full((1, 28, 28, 1), 200.0, "float32")
+    assert np.isfinite(ops.convert_to_numpy(bernoulli_reconstruction_loss(np.zeros_like(extreme), extreme)))[0]
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_beta_weights_the_kl_term_in_the_loss_only(likelihood):
+    from vae_keras.losses import loss_terms
+
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 28, 28, 1)).astype("float32")
+    logits = rng.normal(size=(4, 28, 28, 1)).astype("float32")
+    x_pred = (1 / (1 + np.exp(-logits))).astype("float32")
+    mean, log_var = rng.normal(size=(4, 20)).astype("float32"), rng.normal(scale=0.3, size=(4, 20)).astype("float32")
+    terms = {k: ops.convert_to_numpy(v) for k, v in loss_terms(x, x_pred, mean, log_var, logits, likelihood, 4.0).items()}
+    if likelihood == "gaussian":
+        reconstruction = 0.5 * np.sum((x_pred - x) ** 2, axis=(1, 2, 3))
+    else:
+        reconstruction = -np.sum(x * np.log(x_pred) + (1 - x) * np.log(1 - x_pred), axis=(1, 2, 3))
+    kl = -0.5 * np.sum(1 + log_var - mean**2 - np.exp(log_var), axis=1)
+    np.testing.assert_allclose(terms["reconstruction_loss"], reconstruction, rtol=1e-4)
+    np.testing.assert_allclose(terms["elbo"], reconstruction + kl, rtol=1e-4)
+    np.testing.assert_allclose(terms["loss"], reconstruction + 4.0 * kl, rtol=1e-4)

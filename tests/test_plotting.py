@@ -374,3 +374,24 @@ def test_cli_generate_and_figures(model, tmp_path, capsys):
     for name in names:
         assert_png(out_dir / name)
     assert capsys.readouterr().out.count("Saved ") == len(names)
+
+
+def test_latent_plane_of_a_2d_model(test_data):
+    x, y = test_data[0][:300], test_data[1][:300]
+    model = vae_keras.VAE(latent_dim=2, seed=0)
+    figure = plotting.plot_latent_plane(model, x, y, n=8)
+    left = figure.axes[0]
+    right = next(axis for axis in figure.axes if axis.images)
+    offsets = left.collections[0].get_offsets()
+    z_mean, _ = vae_keras.analysis.encode(model, x)
+    np.testing.assert_allclose(offsets, z_mean, rtol=1e-6)
+    image = right.images[0]
+    assert image.get_array().shape == (8 * 28, 8 * 28)
+    # The tiles sit at the N(0, 1) quantiles of 1/16, 3/16, ... 15/16: the first one at -1.534.
+    from statistics import NormalDist
+
+    first = NormalDist().inv_cdf(1 / 16)
+    step = NormalDist().inv_cdf(3 / 16) - first
+    np.testing.assert_allclose(image.get_extent(), [first - step / 2, -first + step / 2] * 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="latent_dim=20"):
+        plotting.plot_latent_plane(vae_keras.VAE(latent_dim=20, seed=0), x, y)

@@ -44,6 +44,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         sampling = getattr(self.model, "sampling", None)
         if sampling is not None:
             sampling.reseed(self.seed, stream=epoch)
+        if hasattr(self.model, "start_epoch"):
+            self.model.start_epoch(epoch)
         self._epoch = epoch
         self._epoch_start = time.perf_counter()
         self._last_batch_end = None

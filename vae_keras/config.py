@@ -10,6 +10,9 @@ from vae_keras.checks import MAX_SEED, check_choice, check_int, check_number
 # "mixed_bfloat16" (bfloat16 arithmetic, float32 weights, loss and optimizer).
 PRECISIONS = ("float32", "mixed_bfloat16")
 
+# The decoder's distributions p(x | z): the reference's Gaussian of variance 1, or Bernoulli.
+LIKELIHOODS = ("gaussian", "bernoulli")
+
 # Where training can run: the three values of the reference's `executionEnvironment`.
 EXECUTION_ENVIRONMENTS = ("auto", "cpu", "gpu")
 
@@ -98,6 +101,14 @@ class VAEConfig:
         "float32", "float32 as the reference, or mixed_bfloat16 (bfloat16 arithmetic; weights, loss and "
         "optimizer float32)", choices=PRECISIONS,
     )
+    beta: float = _field(
+        1.0, "weight of the KL term in the training loss (beta-VAE); the reported ELBO keeps weight 1"
+    )
+    kl_warmup_epochs: int = _field(0, "raise the KL weight linearly from 0 to beta over this many epochs (0: none)")
+    likelihood: str = _field(
+        "gaussian", "the decoder's distribution: gaussian (the reference: half the summed squared error) or "
+        "bernoulli (the summed binary cross-entropy, as keras.io and TensorFlow)", choices=LIKELIHOODS,
+    )
     data_parallel: bool | str = _field(
         "auto", "split each batch over all devices of the chosen kind with Keras' DataParallel (JAX): "
         "auto where there are several", choices=AUTO_BOOL,
@@ -120,6 +131,8 @@ class VAEConfig:
         )
         check_number("learning_rate", self.learning_rate)
         check_number("adam_epsilon", self.adam_epsilon)
+        check_number("beta", self.beta, inclusive=True)
+        check_int("kl_warmup_epochs", self.kl_warmup_epochs, minimum=0)
         for field in dataclasses.fields(self):
             if field.metadata["choices"] is not None:
                 check_choice(field.name, getattr(self, field.name), field.metadata["choices"])

@@ -1,6 +1,14 @@
-"""The reference's ELBO loss, per image, in `keras.ops`: reconstruction + KL, written once here."""
+"""The ELBO loss, per image, in `keras.ops`: reconstruction + KL, written once here.
+
+The reference's decoder is a Gaussian of variance 1 on each pixel (the
+reconstruction term is half the summed squared error); `likelihood="bernoulli"`
+reads the decoder's output as the probability of each pixel being on, as
+keras.io's and TensorFlow's examples do (the summed binary cross-entropy).
+"""
 
 from keras import ops
+
+from vae_keras.config import LIKELIHOODS  # noqa: F401 (the decoder's distributions p(x | z) the loss knows)
 
 
 def reconstruction_loss(x, x_pred):
@@ -20,6 +28,20 @@ def reconstruction_loss(x, x_pred):
     return ops.sum(ops.reshape(squares, (ops.shape(squares)[0], -1)), axis=-1)
 
 
+def bernoulli_reconstruction_loss(x, logits):
+    """Per-image reconstruction term of a Bernoulli decoder: the binary cross-entropy summed over pixels.
+
+    Computed from the logits, stably: max(l, 0) - l * x + log(1 + exp(-|l|)).
+    `x` may be grey levels in [0, 1] (the "continuous Bernoulli" use of every tutorial).
+
+    Returns:
+        A tensor of shape (batch,).
+    """
+    logits, x = ops.convert_to_tensor(logits), ops.convert_to_tensor(x)
+    terms = ops.maximum(logits, 0.0) - logits * x + ops.log1p(ops.exp(-ops.abs(logits)))
+    return ops.sum(ops.reshape(terms, (ops.shape(terms)[0], -1)), axis=-1)
+
+
 def kl_loss(z_mean, z_log_var):
     """Per-image KL(N(mean, exp(logvar)) || N(0, I)) in closed form: -0.5 * sum(1 + logvar - mean^2 - exp(logvar)).
 
@@ -34,22 +56,34 @@ def kl_loss(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
-def loss_terms(x, x_pred, z_mean, z_log_var):
-    """The per-image ELBO loss and its two terms.
+def loss_terms(x, x_pred, z_mean, z_log_var, logits=None, likelihood="gaussian", kl_weight=1.0):
+    """The per-image ELBO loss, its two terms, and the training loss with a weighted KL term.
 
     Args:
         x: images, shape (batch, 28, 28, 1).
         x_pred: reconstructions (after the sigmoid), same shape.
         z_mean: code means, shape (batch, latent_dim).
         z_log_var: code log-variances, same shape.
+        logits: the decoder's outputs before the sigmoid; needed for "bernoulli".
+        likelihood: "gaussian" (the reference) or "bernoulli".
+        kl_weight: the KL term's weight in `loss` (beta of a beta-VAE); `elbo` keeps weight 1.
 
     Returns:
         A dict of tensors of shape (batch,): `elbo` (reconstruction + KL, the
-        negative ELBO up to a constant), `reconstruction_loss` and `kl_loss`.
+        negative ELBO up to a constant), `reconstruction_loss`, `kl_loss`, and
+        `loss` (reconstruction + kl_weight * KL, what training minimises).
     """
-    reconstruction = reconstruction_loss(x, x_pred)
+    if likelihood == "bernoulli":
+        reconstruction = bernoulli_reconstruction_loss(x, logits)
+    else:
+        reconstruction = reconstruction_loss(x, x_pred)
     kl = kl_loss(z_mean, z_log_var)
-    return {"elbo": reconstruction + kl, "reconstruction_loss": reconstruction, "kl_loss": kl}
+    return {
+        "elbo": reconstruction + kl,
+        "reconstruction_loss": reconstruction,
+        "kl_loss": kl,
+        "loss": reconstruction + kl_weight * kl,
+    }
 
 
 def elbo_loss(x, x_pred, z_mean, z_log_var):

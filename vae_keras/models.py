@@ -9,7 +9,7 @@ from keras import layers, ops
 
 from vae_keras import losses
 from vae_keras.backends import Steps
-from vae_keras.checks import check_int
+from vae_keras.checks import check_choice, check_int, check_number
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
 from vae_keras.config import MAX_LATENT_DIM, PRETRAINED_MODEL_PATH
@@ -78,15 +78,27 @@ class VAE(Steps, keras.Model):
         seed: seed of the sampling layer's generator (None: random).
         precision: dtype policy of the networks built here ("float32", "mixed_bfloat16");
             codes, images, the loss and the metrics are float32 either way.
+        likelihood: the decoder's p(x | z): "gaussian" (the reference) or "bernoulli".
+        beta: the KL term's weight in the training loss; the reported ELBO keeps weight 1.
+        kl_warmup_epochs: the KL weight rises linearly from 0 to `beta` over this many epochs.
         **kwargs: base `keras.Model` keyword arguments (`name`...).
 
     Raises:
         ValueError: when the encoder's and decoder's latent sizes disagree.
     """
 
-    def __init__(self, encoder=None, decoder=None, latent_dim=20, seed=None, precision=None, **kwargs):
+    def __init__(
+        self, encoder=None, decoder=None, latent_dim=20, seed=None, precision=None, likelihood="gaussian",
+        beta=1.0, kl_warmup_epochs=0, **kwargs,
+    ):
         kwargs.setdefault("name", "vae")
         super().__init__(**kwargs)
+        check_choice("likelihood", likelihood, losses.LIKELIHOODS)
+        check_number("beta", beta, inclusive=True)
+        check_int("kl_warmup_epochs", kl_warmup_epochs, minimum=0)
+        self.likelihood = likelihood
+        self.beta = float(beta)
+        self.kl_warmup_epochs = int(kl_warmup_epochs)
         self.encoder = encoder if encoder is not None else build_encoder(latent_dim, dtype=precision)
         self.decoder = decoder if decoder is not None else build_decoder(latent_dim, dtype=precision)
         encoder_outputs = self.encoder.outputs[0].shape[-1]
@@ -104,6 +116,14 @@ class VAE(Steps, keras.Model):
             )
         self.seed = seed
         self.sampling = Sampling(seed=seed, name="sampling")
+        # The KL term's weight in the training loss: a variable only where it is not 1, so that the
+        # reference's models hold exactly the reference's variables.
+        self.kl_weight = None
+        if self.beta != 1.0 or self.kl_warmup_epochs:
+            self.kl_weight = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(self.kl_weight_at(0)), trainable=False,
+                name="kl_weight",
+            )
         self.elbo_tracker = ELBO(name="elbo")
         self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
@@ -178,16 +198,29 @@ class VAE(Steps, keras.Model):
             training: passed to the encoder and decoder.
 
         Returns:
-            A dict of tensors of shape (batch,): `elbo`, `reconstruction_loss`, `kl_loss`.
+            A dict of tensors of shape (batch,): `elbo`, `reconstruction_loss`, `kl_loss`, `loss`.
         """
         z_mean, z_log_var = self.encode(x, training=training)
         z = self.sampling((z_mean, z_log_var))
-        return losses.loss_terms(x, self.decode(z, training=training), z_mean, z_log_var)
+        logits = ops.cast(self.decoder(z, training=training), "float32")
+        kl_weight = 1.0 if self.kl_weight is None else self.kl_weight
+        return losses.loss_terms(x, ops.sigmoid(logits), z_mean, z_log_var, logits, self.likelihood, kl_weight)
 
     def loss_and_terms(self, x, training=False):
-        """The loss a train step minimises (the batch mean of the per-image ELBO loss) and `loss_terms`."""
+        """The loss a train step minimises (the batch mean of the per-image `loss`) and `loss_terms`."""
         terms = self.loss_terms(x, training=training)
-        return ops.mean(terms["elbo"]), terms
+        return ops.mean(terms["loss"]), terms
+
+    def kl_weight_at(self, epoch):
+        """The KL term's weight in epoch `epoch` (0-based): beta, reached linearly over the warm-up's epochs."""
+        if self.kl_warmup_epochs == 0:
+            return self.beta
+        return self.beta * min(1.0, epoch / self.kl_warmup_epochs)
+
+    def start_epoch(self, epoch):
+        """Sets what depends on the epoch alone (the KL weight of the warm-up), so a resumed run repeats an uninterrupted one."""
+        if self.kl_weight is not None:
+            self.kl_weight.assign(self.kl_weight_at(epoch))
 
     def update_metrics(self, terms):
         """Adds a batch's per-image terms to the trackers; returns their results."""
@@ -201,6 +234,9 @@ class VAE(Steps, keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "seed": self.seed,
+            "likelihood": self.likelihood,
+            "beta": self.beta,
+            "kl_warmup_epochs": self.kl_warmup_epochs,
         }
         return {**base_config, **config}
 

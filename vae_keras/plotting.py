@@ -5,6 +5,7 @@ as PNG (a name without a suffix gets ".png"; parent folders are created).
 """
 
 import math
+import statistics
 import struct
 import zlib
 from pathlib import Path
@@ -122,6 +123,55 @@ def plot_generated(model, n=25, seed=None, path=None):
     axis.imshow(tile, **IMAGE_STYLE)
     axis.set_axis_off()
     axis.set_title("Generated samples of digits")
+    save_figure(figure, path)
+    return figure
+
+
+def plot_latent_plane(model, x, y, n=20, path=None):
+    """For a 2-D latent space: the test codes coloured by digit beside the decoder's map of the plane itself.
+
+    The map decodes an n x n grid at the prior's quantiles (as keras.io's VAE
+    example draws it): each axis runs over the N(0, 1) quantiles 0.5/n ... 1 - 0.5/n,
+    so every tile stands for an equal share of the prior. Both panels have z_1
+    to the right and z_2 upwards, on the same scale.
+
+    Args:
+        model: a `vae_keras.VAE` with `latent_dim == 2`.
+        x: images (N, 28, 28, 1), N >= 1; y: their digits, for the colours.
+        n: tiles per side, >= 2.
+        path: where to save the figure; None: not saved.
+
+    Raises:
+        ValueError: for a model whose codes are not 2-D, `n` < 2, or lengths that differ.
+    """
+    if model.latent_dim != 2:
+        raise ValueError(
+            f"plot_latent_plane draws a 2-D latent space, received a model with latent_dim={model.latent_dim}; "
+            "plot_latent_space and plot_latent_grid project other sizes onto two principal directions"
+        )
+    check_int("n", n, minimum=2)
+    x = check_images(x)
+    y = _labels(y, x)
+    z_mean, _ = analysis.encode(model, x)
+    normal = statistics.NormalDist()
+    values = np.array([normal.inv_cdf((i + 0.5) / n) for i in range(n)])
+    z1, z2 = np.meshgrid(values, values[::-1])  # rows from the top: z_2 decreasing
+    codes = np.stack([z1.ravel(), z2.ravel()], axis=1).astype("float32")
+    tile = tile_images(in_batches(model.decode, codes, 1_000), columns=n)
+    limit = float(max(np.abs(values).max() + 0.5 * (values[1] - values[0]), np.abs(z_mean).max()))
+
+    figure = matplotlib.figure.Figure(figsize=(13, 6.2), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    points = left.scatter(z_mean[:, 0], z_mean[:, 1], c=y, cmap=DIGIT_COLORMAP, norm=DIGIT_NORM, s=2, alpha=0.7)
+    left.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="z_1", ylabel="z_2", aspect="equal",
+             title="Test images' code means")
+    colorbar = figure.colorbar(points, ax=left, ticks=range(10))
+    colorbar.set_label("digit")
+    colorbar.minorticks_off()
+    half = 0.5 * (values[1] - values[0])
+    right.imshow(tile, **IMAGE_STYLE, extent=(values[0] - half, values[-1] + half, values[0] - half, values[-1] + half))
+    right.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="z_1", ylabel="z_2",
+              title=f"The decoder's map: {n} x {n} codes at the prior's quantiles")
     save_figure(figure, path)
     return figure
 

@@ -35,7 +35,10 @@ def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
         A compiled `VAE`.
     """
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
-    model = VAE(latent_dim=config.latent_dim, seed=config.seed, precision=config.precision)
+    model = VAE(
+        latent_dim=config.latent_dim, seed=config.seed, precision=config.precision, likelihood=config.likelihood,
+        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs,
+    )
     model.compile(
         optimizer=make_optimizer(config),
         jit_compile=backends.jit_compile(config.jit_compile, device) if jit_compile is None else jit_compile,
