@@ -13,7 +13,7 @@ really trains instead of loading an earlier run (--keep-run keeps it).
 Notebook 3 prints the machine it ran on; each notebook's metadata also records
 when and where it was executed, under "vae_keras".
 
-Took 13 minutes on the project's 2-core CPU (2026-12-01), 11.5 of them notebook 3's training.
+Took 13 minutes on the project's 2-core CPU (2026-12-01), 11.6 of them notebook 3 with its training.
 A notebook that fails is written with its error and the script stops with
 exit status 1.
 """

@@ -60,10 +60,8 @@ def loss_terms(x, x_pred, z_mean, z_log_var, logits=None, likelihood="gaussian",
     """The per-image ELBO loss, its two terms, and the training loss with a weighted KL term.
 
     Args:
-        x: images, shape (batch, 28, 28, 1).
-        x_pred: reconstructions (after the sigmoid), same shape.
-        z_mean: code means, shape (batch, latent_dim).
-        z_log_var: code log-variances, same shape.
+        x, x_pred: images and their reconstructions (after the sigmoid), (batch, 28, 28, 1).
+        z_mean, z_log_var: the codes' means and log-variances, (batch, latent_dim).
         logits: the decoder's outputs before the sigmoid; needed for "bernoulli".
         likelihood: "gaussian" (the reference) or "bernoulli".
         kl_weight: the KL term's weight in `loss` (beta of a beta-VAE); `elbo` keeps weight 1.

@@ -130,10 +130,9 @@ def plot_generated(model, n=25, seed=None, path=None):
 def plot_latent_plane(model, x, y, n=20, path=None):
     """For a 2-D latent space: the test codes coloured by digit beside the decoder's map of the plane itself.
 
-    The map decodes an n x n grid at the prior's quantiles (as keras.io's VAE
-    example draws it): each axis runs over the N(0, 1) quantiles 0.5/n ... 1 - 0.5/n,
-    so every tile stands for an equal share of the prior. Both panels have z_1
-    to the right and z_2 upwards, on the same scale.
+    The map decodes an n x n grid at the N(0, 1) quantiles 0.5/n ... 1 - 0.5/n of
+    each axis (as keras.io draws it), so every tile stands for an equal share of
+    the prior; both panels have z_1 to the right and z_2 upwards, on one scale.
 
     Args:
         model: a `vae_keras.VAE` with `latent_dim == 2`.
