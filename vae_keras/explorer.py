@@ -1,0 +1,156 @@
+"""Interactive explorers for JupyterLab: drag a slider and the decoded digit is redrawn as it moves.
+
+`LatentExplorer` has one slider per latent coordinate of a 2-D model, or per
+principal direction of a larger model's code means; `InterpolationExplorer`
+has one slider from one image's code to another's. Both are `ipywidgets`
+boxes. Where no kernel runs them (a notebook on GitHub), they show instead a
+static figure of what the sliders would show: each one's mime bundle carries
+that figure as `image/png` beside the live widget.
+"""
+
+import io
+
+import ipywidgets as widgets
+import matplotlib.figure
+import numpy as np
+from keras import ops
+from PIL import Image
+
+from vae_keras import analysis, plotting
+from vae_keras.checks import check_int, check_number
+
+# Pixels per image pixel of the live digit (28 x 28 -> 224 x 224).
+ZOOM = 8
+
+
+class _Explorer(widgets.VBox):
+    """Sliders, the decoded digit as a live image, and a static figure for renderers without a kernel."""
+
+    def __init__(self, model, sliders, title):
+        self.model = model
+        self.sliders = sliders
+        self.image = widgets.Image(format="png", width=28 * ZOOM, height=28 * ZOOM)
+        for slider in sliders:
+            slider.observe(self._redraw, names="value")
+        super().__init__([widgets.HTML(f"<b>{title}</b>"), widgets.HBox([widgets.VBox(sliders), self.image])])
+        self._redraw()
+
+    def code(self):
+        """The code the sliders point at, float32 (latent_dim,)."""
+        raise NotImplementedError
+
+    def decoded(self):
+        """The decoded digit at the sliders' code: float32 (28, 28), values in [0, 1]."""
+        return np.asarray(ops.convert_to_numpy(self.model.decode(self.code()[None])), dtype="float32")[0, ..., 0]
+
+    def _redraw(self, change=None):
+        pixels = np.round(np.clip(self.decoded(), 0.0, 1.0) * 255).astype("uint8").repeat(ZOOM, 0).repeat(ZOOM, 1)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+        self.image.value = buffer.getvalue()
+
+    def static_figure(self):
+        """What the sliders show, for a renderer without a kernel: a `matplotlib.figure.Figure`."""
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        buffer = io.BytesIO()
+        self.static_figure().savefig(buffer, format="png", dpi=plotting.DPI, bbox_inches="tight")
+        bundle["image/png"] = buffer.getvalue()
+        return bundle
+
+
+class LatentExplorer(_Explorer):
+    """Sliders over a model's latent space; the decoded digit follows them.
+
+    For a 2-D model the sliders are the two coordinates themselves; otherwise
+    they move along the first `directions` principal directions of the code
+    means of `x`, in standard deviations, from the mean code.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x: images whose code means give the directions (needed unless `latent_dim == 2`).
+        directions: number of sliders for a model of more than 2 dimensions, 1 to 10.
+        span: how far each slider reaches, in standard deviations (> 0).
+
+    Raises:
+        ValueError: for `x` missing where it is needed, or a bad `directions` or `span`.
+    """
+
+    def __init__(self, model, x=None, directions=2, span=3.0):
+        check_number("span", span)
+        if model.latent_dim == 2:
+            self.center, self.axes, names = np.zeros(2), np.eye(2), ["z_1", "z_2"]
+        else:
+            check_int("directions", directions, maximum=min(10, model.latent_dim))
+            if x is None:
+                raise ValueError(
+                    f"A model of latent_dim={model.latent_dim} needs images x: the sliders move along the "
+                    "principal directions of their code means"
+                )
+            from sklearn.decomposition import PCA
+
+            z_mean, _ = analysis.encode(model, plotting.check_images(x))
+            pca = PCA(n_components=directions).fit(z_mean)
+            self.center = pca.mean_
+            self.axes = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
+            names = [f"PC {i + 1}" for i in range(directions)]
+        self.span = float(span)
+        sliders = [
+            widgets.FloatSlider(value=0.0, min=-span, max=span, step=span / 50, description=name,
+                                continuous_update=True, readout_format=".2f")
+            for name in names
+        ]
+        title = "The decoder at a code you choose" + ("" if model.latent_dim == 2 else " (in standard deviations)")
+        super().__init__(model, sliders, title)
+
+    def code(self):
+        values = np.array([slider.value for slider in self.sliders])
+        return (self.center + values @ self.axes).astype("float32")
+
+    def static_figure(self, n=9):
+        """The decoder along each slider's range (the others at 0), one row per slider."""
+        values = np.linspace(-self.span, self.span, n)
+        rows = [self.center + values[:, None] * axis for axis in self.axes]
+        decoded = ops.convert_to_numpy(self.model.decode(np.concatenate(rows).astype("float32")))
+        figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.0 * len(rows) + 0.6), layout="constrained")
+        axis = figure.subplots()
+        axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)
+        axis.set_xticks(14 + 28 * np.arange(n), labels=[f"{value:.1f}" for value in values])
+        axis.set_yticks(14 + 28 * np.arange(len(rows)), labels=[slider.description for slider in self.sliders])
+        axis.set_title("Each slider's range, the others at 0 (run the notebook to drag them)")
+        return figure
+
+
+class InterpolationExplorer(_Explorer):
+    """One slider from the code mean of one image (t = 0) to another's (t = 1); the decoded digit follows it.
+
+    Args:
+        model: a `vae_keras.VAE`.
+        x_start, x_end: the two images, (28, 28, 1) or (28, 28).
+    """
+
+    def __init__(self, model, x_start, x_end):
+        z_mean, _ = analysis.encode(model, plotting.check_images(np.stack([np.asarray(x_start), np.asarray(x_end)])))
+        self.start, self.end = z_mean[0], z_mean[1]
+        slider = widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="t",
+                                     continuous_update=True, readout_format=".2f")
+        super().__init__(model, [slider], "From one image's code to another's")
+
+    def code(self):
+        t = self.sliders[0].value
+        return ((1 - t) * self.start + t * self.end).astype("float32")
+
+    def static_figure(self, n=11):
+        """The decoded codes at t = 0, 0.1, ..., 1."""
+        ts = np.linspace(0.0, 1.0, n)
+        codes = ((1 - ts)[:, None] * self.start + ts[:, None] * self.end).astype("float32")
+        decoded = ops.convert_to_numpy(self.model.decode(codes))
+        figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.6), layout="constrained")
+        axis = figure.subplots()
+        axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)
+        axis.set_xticks(14 + 28 * np.arange(n), labels=[f"{t:.1f}" for t in ts])
+        axis.set_yticks([])
+        axis.set_title("t from 0 to 1 (run the notebook to drag the slider)")
+        return figure
