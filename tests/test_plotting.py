@@ -395,3 +395,13 @@ def test_latent_plane_of_a_2d_model(test_data):
     np.testing.assert_allclose(image.get_extent(), [first - step / 2, -first + step / 2] * 2, rtol=1e-6)
     with pytest.raises(ValueError, match="latent_dim=20"):
         plotting.plot_latent_plane(vae_keras.VAE(latent_dim=20, seed=0), x, y)
+
+
+def test_save_all_figures_adds_the_latent_plane_for_a_2d_model(tmp_path):
+    written = plotting.save_all_figures(vae_keras.VAE(latent_dim=2, seed=0), tmp_path)
+    assert {path.name for path in written} == {
+        "reconstructions.png", "latent_space.png", "generated.png", "interpolation.png", "latent_grid.png",
+        "latent_plane.png",
+    }
+    for path in written:
+        assert_png(path)

@@ -472,7 +472,8 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
     Args:
         model: a `vae_keras.VAE`.
         out_dir: the folder (created if needed) for `reconstructions`, `latent_space`,
-            `generated`, `interpolation`, `latent_grid` and `training_curve` `.png`.
+            `generated`, `interpolation`, `latent_grid`, `training_curve` and, for a 2-D
+            model, `latent_plane` `.png`.
         history_path: the model's `history.csv`; None: no training curve.
         seed: seed of the random choices and of the sampling noise.
         data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
@@ -496,6 +497,8 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         "interpolation.png": lambda: plot_interpolation(model, x_test[start], x_test[end]),
         "latent_grid.png": lambda: plot_latent_grid(model, x_test),
     }
+    if model.latent_dim == 2:
+        figures["latent_plane.png"] = lambda: plot_latent_plane(model, x_test, y_test)
     if history is not None:
         figures["training_curve.png"] = lambda: plot_training_curve(history)
     written = []
