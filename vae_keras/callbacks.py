@@ -96,10 +96,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.resume is not None:
-            restore(self.model, self.resume, self.steps_per_epoch)
-            model_path = self.output_dir / records.MODEL_FILE
-            if not model_path.is_file():  # rebuilt from the checkpoint, as the history is
-                records.save_model(self.model, model_path)
+            restore(self.model, self.resume, self.steps_per_epoch, self.output_dir / records.MODEL_FILE)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor.nan_at is not None:
@@ -111,8 +108,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         records.write_history(self.output_dir / records.HISTORY_FILE, self.rows)
 
 
-def restore(model, checkpoint, steps_per_epoch=None):
+def restore(model, checkpoint, steps_per_epoch=None, model_path=None):
     """Loads a verified `records.Checkpoint` into a compiled model: weights, Adam's moments and step count.
+
+    A missing `model_path` (the run's `vae.keras`) is rebuilt from it, as the history is.
 
     Raises:
         ValueError: the state file cannot be loaded, or holds another number of steps.
@@ -136,6 +135,9 @@ def restore(model, checkpoint, steps_per_epoch=None):
             f"{checkpoint.epoch * steps_per_epoch} of its {checkpoint.epoch} epochs; it does not "
             f"belong to this run. Choose another output folder, or {records.START_AFRESH}"
         )
+    if model_path is not None and not Path(model_path).is_file():
+        records.save_model(model, model_path)
+        print(f"Rebuilt {model_path} from the checkpoint of epoch {checkpoint.epoch}.")
 
 
 class DecodedSamples(keras.callbacks.Callback):

@@ -44,9 +44,8 @@ class _Explorer(widgets.VBox):
         return np.asarray(ops.convert_to_numpy(self.model.decode(self.code()[None])), dtype="float32")[0, ..., 0]
 
     def _redraw(self, change=None):
-        pixels = np.round(np.clip(self.decoded(), 0.0, 1.0) * 255).astype("uint8").repeat(ZOOM, 0).repeat(ZOOM, 1)
         buffer = io.BytesIO()
-        Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+        Image.fromarray(plotting.grey_levels(self.decoded(), ZOOM), mode="L").save(buffer, format="PNG")
         self.image.value = buffer.getvalue()
 
     def static_figure(self):

@@ -8,8 +8,6 @@ keras.io's and TensorFlow's examples do (the summed binary cross-entropy).
 
 from keras import ops
 
-from vae_keras.config import LIKELIHOODS  # noqa: F401 (the decoder's distributions p(x | z) the loss knows)
-
 
 def reconstruction_loss(x, x_pred):
     """Per-image reconstruction term: the sum over pixels of 0.5 * (x_pred - x)^2.

@@ -12,7 +12,7 @@ from vae_keras.backends import Steps
 from vae_keras.checks import check_choice, check_int, check_number
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
-from vae_keras.config import MAX_LATENT_DIM, PRETRAINED_MODEL_PATH
+from vae_keras.config import LIKELIHOODS, MAX_LATENT_DIM, PRETRAINED_MODEL_PATH
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -93,7 +93,7 @@ class VAE(Steps, keras.Model):
     ):
         kwargs.setdefault("name", "vae")
         super().__init__(**kwargs)
-        check_choice("likelihood", likelihood, losses.LIKELIHOODS)
+        check_choice("likelihood", likelihood, LIKELIHOODS)
         check_number("beta", beta, inclusive=True)
         check_int("kl_warmup_epochs", kl_warmup_epochs, minimum=0)
         self.likelihood = likelihood
@@ -160,7 +160,11 @@ class VAE(Steps, keras.Model):
         Returns:
             Images of shape (batch, 28, 28, 1), values in [0, 1].
         """
-        return ops.sigmoid(ops.cast(self.decoder(z, training=training), "float32"))
+        return ops.sigmoid(self.logits(z, training=training))
+
+    def logits(self, z, training=False):
+        """The decoder's outputs before the sigmoid, as float32 (batch, 28, 28, 1)."""
+        return ops.cast(self.decoder(z, training=training), "float32")
 
     def call(self, x, training=False):
         """Reconstructs images through the sampling step, as the reference does."""
@@ -202,7 +206,7 @@ class VAE(Steps, keras.Model):
         """
         z_mean, z_log_var = self.encode(x, training=training)
         z = self.sampling((z_mean, z_log_var))
-        logits = ops.cast(self.decoder(z, training=training), "float32")
+        logits = self.logits(z, training=training)
         kl_weight = 1.0 if self.kl_weight is None else self.kl_weight
         return losses.loss_terms(x, ops.sigmoid(logits), z_mean, z_log_var, logits, self.likelihood, kl_weight)
 

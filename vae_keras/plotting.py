@@ -210,9 +210,8 @@ def write_generated(model, n, path, seed=None, batch_size=1_000):
             for row in range(rows):
                 count = min(columns, n - row * columns)
                 codes = rng.standard_normal((count, model.latent_dim)).astype("float32")
-                strip = np.zeros((28, 28 * columns), dtype="float32")
-                strip[:, : 28 * count] = in_batches(model.decode, codes, batch_size)[..., 0].transpose(1, 0, 2).reshape(28, -1)
-                pixels = np.round(np.clip(strip, 0.0, 1.0) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
+                strip = tile_images(in_batches(model.decode, codes, batch_size), columns=columns)
+                pixels = grey_levels(strip, scale)
                 scanlines = np.concatenate([np.zeros((len(pixels), 1), "uint8"), pixels], axis=1)  # filter 0
                 _png_chunk(handle, b"IDAT", compressor.compress(scanlines.tobytes()))
             _png_chunk(handle, b"IDAT", compressor.flush())
@@ -221,6 +220,11 @@ def write_generated(model, n, path, seed=None, batch_size=1_000):
     path = output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomically(path, write), (width, height)
+
+
+def grey_levels(image, scale=1):
+    """An image of values in [0, 1] as 8-bit grey levels, each pixel repeated `scale` x `scale` times."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
 
 
 def _png_chunk(handle, kind, data):

@@ -391,7 +391,10 @@ def prepare(output_dir, config, identity, overwrite=False, verbose=True):
         for name in (HISTORY_FILE, MODEL_FILE, CONFIG_FILE):
             (output_dir / name).unlink(missing_ok=True)
         target = output_dir / CHECKPOINT_DIR
-        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
     latest = latest_checkpoint(output_dir)  # verified; a damaged one is an error naming its file
     if latest is not None:
         differing = identity_differences(latest.identity, identity)

@@ -242,13 +242,10 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
 def _rebuild_model_file(config, device, output_dir, checkpoint):
     """Writes a finished run's missing `vae.keras` from its checkpoint."""
     path = Path(output_dir) / records.MODEL_FILE
-    if path.is_file():
-        return
-    with backends.scope(device):
-        model = build_model(config, device)
-    restore(model, checkpoint, config.steps_per_epoch())
-    records.save_model(model, path)
-    print(f"Rebuilt {path} from the finished run's checkpoint.")
+    if not path.is_file():
+        with backends.scope(device):
+            model = build_model(config, device)
+        restore(model, checkpoint, config.steps_per_epoch(), path)
 
 
 def evaluate(model, x, batch_size=2_000, verbose=0):
