@@ -197,3 +197,30 @@ def test_active_units_rejects_a_negative_threshold():
 def test_kl_per_dimension_rejects_no_images():
     with pytest.raises(ValueError, match=r"\(0, 28, 28, 1\)"):
         analysis.kl_per_dimension(vae_keras.VAE(seed=0), np.zeros((0, 28, 28, 1)))
+
+
+def test_log_importance_weights_of_a_bernoulli_decoder_use_the_cross_entropy():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(4, 28, 28, 1))
+    logits = rng.normal(scale=3.0, size=x.shape)
+    z, z_mean = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    z_log_var = rng.normal(scale=0.3, size=(4, 3))
+    p = 1.0 / (1.0 + np.exp(-logits))
+    log_likelihood = (x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(4, -1).sum(axis=1)
+    gaussian = analysis.log_importance_weights(x, logits, z, z_mean, z_log_var)
+    gaussian_likelihood = -0.5 * np.square(logits - x).reshape(4, -1).sum(axis=1)
+    np.testing.assert_allclose(
+        analysis.log_importance_weights(x, logits, z, z_mean, z_log_var, likelihood="bernoulli"),
+        gaussian - gaussian_likelihood + log_likelihood,
+        rtol=1e-10,
+    )
+
+
+def test_iwae_bound_of_a_conditional_bernoulli_vae_with_one_sample_is_its_elbo_loss(mnist):
+    (_, _), (x_test, y_test) = mnist
+    model = vae_keras.VAE(latent_dim=4, seed=0, likelihood="bernoulli", conditional=True)
+    x, y = x_test[:64], y_test[:64]
+    model.compile()
+    elbo = np.mean([vae_keras.evaluate(model, x, y)["elbo"] for _ in range(10)])
+    one_sample = np.mean([analysis.iwae_bound(model, x, k=1, seed=seed, labels=y) for seed in range(10)])
+    assert one_sample == pytest.approx(elbo, rel=0.01)

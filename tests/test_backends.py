@@ -22,7 +22,7 @@ CHILD_ENV_VAR = "VAE_KERAS_BACKEND_CHILD"
 # The unit tests whose code differs by backend: steps, layers, training, the shipped model.
 BACKEND_TEST_FILES = [
     "tests/test_layers.py", "tests/test_losses.py", "tests/test_metrics.py",
-    "tests/test_models.py", "tests/test_training.py", "tests/test_pretrained.py",
+    "tests/test_models.py", "tests/test_training.py", "tests/test_pretrained.py", "tests/test_conditional.py",
 ]
 
 pytestmark = pytest.mark.skipif(

@@ -60,3 +60,27 @@ def test_without_a_kernel_a_static_figure_stands_in(images):
     assert bundle["image/png"].startswith(b"\x89PNG")
     figure = widget.static_figure(n=5)
     assert figure.axes[0].images[0].get_array().shape == (2 * 28, 5 * 28)  # one row per slider
+
+
+def test_a_conditional_model_gets_a_digit_selector_that_redraws_the_same_code(images):
+    model = vae_keras.VAE(latent_dim=2, seed=0, conditional=True)
+    widget = explorer.LatentExplorer(model, digit=3)
+    assert widget.digit_selector.options == tuple(range(10)) and widget.digit_selector.value == 3
+    widget.sliders[0].value = 1.0
+    before = widget.image.value
+    widget.digit_selector.value = 8
+    assert widget.image.value != before  # redrawn by the selector's observer
+    expected = ops.convert_to_numpy(model.decode(np.array([[1.0, 0.0]], "float32"), np.array([8])))[0, ..., 0]
+    np.testing.assert_allclose(widget.decoded(), expected, atol=1e-6)
+    assert widget._repr_mimebundle_()["image/png"].startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="digit=10"):
+        explorer.LatentExplorer(model, digit=10)
+    (_, _), (x_test, y_test) = vae_keras.load_mnist()
+    wide = vae_keras.VAE(latent_dim=6, seed=0, conditional=True)
+    with pytest.raises(ValueError, match="pass y"):
+        explorer.LatentExplorer(wide, x_test[:50])
+    assert len(explorer.LatentExplorer(wide, x_test[:50], y=y_test[:50]).sliders) == 2
+    pair = explorer.InterpolationExplorer(wide, x_test[0], x_test[1], digits=(y_test[0], y_test[1]))
+    assert pair.digit_selector.value == y_test[0]
+    with pytest.raises(ValueError, match="digits=\\(start, end\\)"):
+        explorer.InterpolationExplorer(wide, x_test[0], x_test[1])

@@ -112,6 +112,32 @@ def test_cli_generate_writes_the_digits_of_generate_one_pixel_each(tmp_path, cap
     np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
 
 
+
+def test_cli_generate_digit_draws_that_digit_from_a_conditional_model(tmp_path, capsys, small_mnist):
+    from PIL import Image
+
+    config = VAEConfig(conditional=True, epochs=1, batch_size=128, train_size=256, test_size=64, latent_dim=4)
+    vae_keras.train(config, output_dir=tmp_path / "run", data=small_mnist, verbose=0)
+    model_path = str(tmp_path / "run" / "vae.keras")
+    out = tmp_path / "sevens.png"
+    assert main(["generate", "--model", model_path, "--digit", "7", "--n", "25", "--seed", "0", "--out", str(out)]) == 0
+    assert "Saved 25 generated 7s" in capsys.readouterr().out
+    model = vae_keras.load_vae(model_path)
+    expected = vae_keras.plotting.tile_images(model.decode_codes(model.prior_codes(25, 0), np.full(25, 7)))
+    expected = np.round(expected * 255).astype("uint8").repeat(4, 0).repeat(4, 1)  # 5 columns: 560 // 140
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+
+
+def test_cli_generate_digit_errors_name_the_digit_or_the_model(tmp_path, capsys):
+    assert main(["generate", "--digit", "7", "--out", str(tmp_path / "x.png")]) == 2
+    assert "digit=7 needs a conditional VAE" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--digit", "10", "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert "expected a digit from 0 to 9, received '10'" in capsys.readouterr().err
+
+
 GENERATE_PEAK_SCRIPT = """
 import sys
 from vae_keras.__main__ import main

@@ -405,3 +405,21 @@ def test_save_all_figures_adds_the_latent_plane_for_a_2d_model(tmp_path):
     }
     for path in written:
         assert_png(path)
+
+
+def test_the_figures_of_a_conditional_model(tmp_path):
+    model = vae_keras.VAE(latent_dim=3, seed=0, conditional=True)
+    written = plotting.save_all_figures(model, tmp_path, seed=0)
+    assert [path.name for path in written] == [
+        "reconstructions.png", "latent_space.png", "generated.png", "digit_styles.png"
+    ]
+    figure = plotting.plot_generated_by_digit(model, n=4, seed=2)
+    tile = figure.axes[0].images[0].get_array()
+    codes = model.prior_codes(4, 2)
+    for digit in (0, 6):
+        row = model.decode_codes(codes, np.full(4, digit))
+        np.testing.assert_allclose(tile[28 * digit : 28 * digit + 28], plotting.tile_images(row, columns=4), atol=1e-6)
+    with pytest.raises(ValueError, match="see plot_digit_styles"):
+        plotting.plot_latent_grid(model, np.zeros((4, 28, 28, 1), "float32"))
+    with pytest.raises(ValueError, match="this model is unconditional"):
+        plotting.plot_generated_by_digit(vae_keras.VAE(latent_dim=2, seed=0))

@@ -141,6 +141,7 @@ def test_class_histogram_rejects_bad_labels():
 def test_histogram_entropy_known_values():
     assert quality.histogram_entropy(np.full(10, 0.1)) == pytest.approx(1.0)
     assert quality.histogram_entropy(np.eye(10)[3]) == pytest.approx(0.0)
+    assert f"{quality.histogram_entropy(np.eye(10)[3]):.3f}" == "0.000"  # not "-0.000" in the report
     assert quality.histogram_entropy([0.5, 0.5, 0, 0]) == pytest.approx(math.log(2) / math.log(4))
     histogram = np.random.default_rng(5).dirichlet(np.ones(10))
     expected = scipy.stats.entropy(histogram) / math.log(10)
@@ -394,3 +395,38 @@ def test_quality_command_prints_the_table(capsys):
     assert "Sample quality, 200 images per set (seed 1)" in output
     for name in quality.SET_NAMES:
         assert f"\n{name} " in output
+
+
+def test_digit_agreement_matches_a_count_per_label():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(10), size=300)
+    labels = rng.integers(0, 10, size=300)
+    labels[labels == 4] = 5  # no 4: NaN
+    expected = [
+        np.mean(probabilities[labels == d].argmax(axis=1) == d) if np.any(labels == d) else np.nan for d in range(10)
+    ]
+    np.testing.assert_allclose(quality.digit_agreement(probabilities, labels), expected, equal_nan=True)
+    with pytest.raises(ValueError, match="same length"):
+        quality.digit_agreement(probabilities, labels[:5])
+
+
+def test_requested_digit_agreement_classifies_the_digits_asked_for(digit_classifier):
+    model = vae_keras.VAE(latent_dim=3, seed=0, conditional=True)
+    labels = np.repeat(np.arange(10), 4)
+    images = model.decode_codes(model.prior_codes(40, 5), labels)
+    predicted = digit_classifier.predict(images, verbose=0).argmax(axis=1)
+    expected = [np.mean(predicted[labels == d] == d) for d in range(10)]
+    np.testing.assert_allclose(quality.requested_digit_agreement(model, digit_classifier, n=4, seed=5), expected)
+    with pytest.raises(ValueError, match="needs a conditional VAE"):
+        quality.requested_digit_agreement(vae_keras.VAE(latent_dim=2, seed=0), digit_classifier)
+
+
+def test_quality_report_of_a_conditional_model_scores_generated_digits_against_the_digits_asked(
+    digit_classifier, mnist
+):
+    model = vae_keras.VAE(latent_dim=3, seed=0, conditional=True)
+    report = quality.quality_report(model, digit_classifier, mnist, n=50, seed=1)
+    images = model.decode_codes(model.prior_codes(50, 1), np.arange(50) % 10)
+    predicted = digit_classifier.predict(images, verbose=0).argmax(axis=1)
+    assert report.sets["generated"].label_agreement == pytest.approx(np.mean(predicted == np.arange(50) % 10))
+    assert report.sets["reconstructions"].label_agreement is not None

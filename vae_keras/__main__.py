@@ -48,12 +48,12 @@ def _train(args):
 
 def _evaluate(args):
     model = load_vae(args.model)
-    (_, _), (x_test, _) = load_mnist(args.data_dir)
+    (_, _), (x_test, y_test) = load_mnist(args.data_dir)
     if args.test_size is not None:
-        x_test = x_test[: args.test_size]
+        x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
     model.sampling.reseed(args.seed)
     start = time.perf_counter()
-    results = training.evaluate(model, x_test, batch_size=args.batch_size)
+    results = training.evaluate(model, x_test, y_test, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
     print(f"Model: {args.model or PRETRAINED_MODEL_PATH}")
     print(f"Test images: {len(x_test)} (z sampled, seed {args.seed})")
@@ -66,8 +66,9 @@ def _evaluate(args):
 
 def _generate(args):
     model = load_vae(args.model)
-    path, (width, height) = plotting.write_generated(model, args.n, args.out, seed=args.seed)
-    print(f"Saved {args.n} generated digits to {path} ({width} x {height} pixels)")
+    path, (width, height) = plotting.write_generated(model, args.n, args.out, seed=args.seed, digit=args.digit)
+    what = "generated digits" if args.digit is None else f"generated {args.digit}s"
+    print(f"Saved {args.n} {what} to {path} ({width} x {height} pixels)")
     return 0
 
 
@@ -100,6 +101,12 @@ def _quality(args):
     report = quality.quality_report(model, digit_classifier, data, n=args.n, seed=args.seed)
     print(f"Model: {args.model or PRETRAINED_MODEL_PATH}")
     print(quality.format_report(report))
+    if model.conditional:
+        rates = quality.requested_digit_agreement(model, digit_classifier, n=args.n // 10 or 1, seed=args.seed)
+        print(
+            "Generated digits read as the digit asked for: "
+            + ", ".join(f"{digit}: {100 * rate:.1f}%" for digit, rate in enumerate(rates))
+        )
     print(f"Time taken = {time.perf_counter() - start:.1f}s")
     return 0
 
@@ -139,6 +146,11 @@ def _parser():
     )
     generate.add_argument("--out", default="generated.png", help="PNG file to write (default: %(default)s)")
     generate.add_argument("--seed", type=_seed_int, default=None, help="seed of the codes")
+    generate.add_argument(
+        "--digit", type=_int_at_least(0, "a digit from 0 to 9", maximum=9), default=None,
+        help="the digit to draw, 0-9: needs a conditional model (train --conditional, or "
+        "models/vae_mnist_conditional.keras)",
+    )
     generate.set_defaults(run=_generate)
 
     figures = commands.add_parser("figures", help="write every figure of notebook 4 as PNG files")

@@ -18,14 +18,16 @@ ENCODE_BATCH_SIZE = 2_000
 ACTIVE_THRESHOLD = 0.01
 
 
-def log_importance_weights(x, x_pred, z, z_mean, z_log_var):
+def log_importance_weights(x, x_pred, z, z_mean, z_log_var, likelihood="gaussian"):
     """log [p(x|z) p(z) / q(z|x)] per (image, code) pair, constants left out as in the ELBO loss.
 
     Args:
         x: images, shape (n, ...).
-        x_pred: decodings of `z`, same shape as `x`.
+        x_pred: decodings of `z`, same shape as `x`: the images for "gaussian", the
+            decoder's logits for "bernoulli".
         z: codes drawn from q(z|x), shape (n, latent_dim).
         z_mean, z_log_var: the mean and log-variance of q(z|x), each (n, latent_dim).
+        likelihood: the decoder's p(x|z), "gaussian" (the reference) or "bernoulli".
 
     Returns:
         A float64 NumPy array of shape (n,); see docs/design-notes.md for the formula.
@@ -44,7 +46,10 @@ def log_importance_weights(x, x_pred, z, z_mean, z_log_var):
             "z, z_mean and z_log_var must all have shape (n, latent_dim) with n the number of "
             f"images ({len(x)}), received {z.shape}, {z_mean.shape} and {z_log_var.shape}"
         )
-    log_likelihood = -0.5 * np.square(x_pred - x).reshape(len(x), -1).sum(axis=1)
+    if likelihood == "bernoulli":  # x_pred holds logits l: log p(x|z) = x l - log(1 + e^l)
+        log_likelihood = (x * x_pred - np.logaddexp(0.0, x_pred)).reshape(len(x), -1).sum(axis=1)
+    else:
+        log_likelihood = -0.5 * np.square(x_pred - x).reshape(len(x), -1).sum(axis=1)
     log_prior = -0.5 * np.square(z).sum(axis=1)
     log_posterior = -0.5 * (z_log_var + np.square(z - z_mean) * np.exp(-z_log_var)).sum(axis=1)
     return log_likelihood + log_prior - log_posterior
@@ -72,7 +77,7 @@ def importance_weighted_loss(log_weights):
     return -(log_sum - math.log(log_weights.shape[1]))
 
 
-def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_image=False):
+def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_image=False, labels=None):
     """The importance-weighted bound on -log p(x) in ELBO-loss units (Burda et al. 2016).
 
     Args:
@@ -82,6 +87,7 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
         batch_size: (image, sample) pairs per decoder call (memory only).
         seed: NumPy seed of the codes' noise; None: random.
         return_per_image: return the (N,) float64 per-image bounds instead of their mean (a float).
+        labels: the images' digits, for a conditional model (then a bound on -log p(x | y)).
 
     Raises:
         ValueError: if `k` or `batch_size` is not a positive integer, or `x` holds no image.
@@ -91,7 +97,8 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
     x = np.asarray(x, dtype="float32")
     if len(x) == 0:
         raise ValueError(f"iwae_bound needs at least one image, received x of shape {x.shape}")
-    z_mean, z_log_var = encode(model, x)
+    z_mean, z_log_var = encode(model, x, labels)
+    likelihood = getattr(model, "likelihood", "gaussian")
     rng = np.random.default_rng(seed)
     n, latent_dim = z_mean.shape
     # Pair p stands for image p // k and sample p % k.
@@ -102,19 +109,23 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
         epsilon = rng.standard_normal((len(pairs), latent_dim)).astype("float32")
         mean, log_var = z_mean[images], z_log_var[images]
         z = mean + np.exp(0.5 * log_var) * epsilon
-        x_pred = ops.convert_to_numpy(model.decode(z))
-        log_weights[pairs] = log_importance_weights(x[images], x_pred, z, mean, log_var)
+        decode = model.logits if likelihood == "bernoulli" else model.decode
+        decoded = decode(z) if labels is None else decode(z, np.asarray(labels)[images])
+        log_weights[pairs] = log_importance_weights(
+            x[images], ops.convert_to_numpy(decoded), z, mean, log_var, likelihood
+        )
     per_image = importance_weighted_loss(log_weights.reshape(n, k))
     return per_image if return_per_image else float(per_image.mean())
 
 
-def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE):
+def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE, labels=None):
     """The KL term of each latent dimension in nats, averaged over the images.
 
     Args:
         model: a `vae_keras.VAE` (or an object with `encode`).
         x: images, shape (N, 28, 28, 1).
         batch_size: images per encoder call (memory only).
+        labels: the images' digits, for a conditional model.
 
     Returns:
         A float64 NumPy array of shape (latent_dim,); its sum is the mean KL loss.
@@ -125,7 +136,7 @@ def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE):
     x = np.asarray(x, dtype="float32")
     if len(x) == 0:
         raise ValueError(f"kl_per_dimension needs at least one image, received x of shape {x.shape}")
-    z_mean, z_log_var = encode(model, x, batch_size=batch_size)
+    z_mean, z_log_var = encode(model, x, labels, batch_size=batch_size)
     z_mean, z_log_var = z_mean.astype("float64"), z_log_var.astype("float64")
     return (-0.5 * (1.0 + z_log_var - np.square(z_mean) - np.exp(z_log_var))).mean(axis=0)
 
@@ -147,17 +158,19 @@ def active_units(kl, threshold=ACTIVE_THRESHOLD):
     return np.asarray(kl, dtype="float64") > threshold
 
 
-def encode(model, x, batch_size=ENCODE_BATCH_SIZE):
+def encode(model, x, labels=None, batch_size=ENCODE_BATCH_SIZE):
     """Encodes images in batches into NumPy means and log-variances.
 
     Args:
         model: a `vae_keras.VAE`, or any object whose `encode(x)` returns `(z_mean, z_log_var)`.
         x: images, shape (N, ...) as the model takes them.
+        labels: the images' digits (N,), needed by a conditional model; None: not passed.
         batch_size: images per encoder call (memory only).
 
     Returns:
         A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
     """
-    z_mean, z_log_var = in_batches(model.encode, x, batch_size)
+    inputs = x if labels is None else (np.asarray(x), np.asarray(labels))
+    z_mean, z_log_var = in_batches(model.encode, inputs, batch_size)
     return z_mean.astype("float32"), z_log_var.astype("float32")
 

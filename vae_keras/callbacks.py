@@ -163,12 +163,14 @@ class DecodedSamples(keras.callbacks.Callback):
         self.seed = seed
         self.path = None if path is None else Path(path)
         self.codes = None
+        self.digits = None
         self.epochs = []
         self.images = []
 
     def on_train_begin(self, logs=None):
         if self.codes is None:
             self.codes = self.model.prior_codes(self.n, self.seed)
+            self.digits = self.model.prior_labels(self.n)  # a conditional model: 0, 1, ..., 9, 0, ...
         optimizer = getattr(self.model, "optimizer", None)
         untrained = optimizer is None or int(ops.convert_to_numpy(optimizer.iterations)) == 0
         if untrained and 0 not in self.epochs:
@@ -238,7 +240,7 @@ class DecodedSamples(keras.callbacks.Callback):
     def _record(self, epoch):
         """Decodes the codes with the current weights and keeps the images as `epoch`'s."""
         self.epochs.append(epoch)
-        self.images.append(np.asarray(ops.convert_to_numpy(self.model.decode(self.codes)), dtype="float32"))
+        self.images.append(np.asarray(ops.convert_to_numpy(self.model.decode(self.codes, self.digits)), dtype="float32"))
 
     def _rows(self, epochs):
         """The indices into `self.images` of the requested epochs."""

@@ -9,14 +9,14 @@ from keras import layers
 from vae_keras import records
 from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED, check_int
-from vae_keras.config import CLASSIFIER_PATH
+from vae_keras.config import CLASSIFIER_PATH, NUM_CLASSES
 from vae_keras.data import load_mnist
 from vae_keras.models import IMAGE_SHAPE, load_keras_file
+
 # Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
 FEATURES_LAYER = "features"
 # Number of units of that layer.
 FEATURES_DIM = 128
-NUM_CLASSES = 10
 
 
 def build_classifier(name="digit_classifier"):

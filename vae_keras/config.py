@@ -26,6 +26,9 @@ MNIST_TRAIN_SIZE = 60_000
 # The largest code: as many numbers as an image has pixels (28 x 28); more would only cost memory.
 MAX_LATENT_DIM = 28 * 28
 
+# The classes of MNIST: the digits 0-9, which a conditional VAE is given.
+NUM_CLASSES = 10
+
 # The values of the fields that take True, False or "auto".
 AUTO_BOOL = (True, False, "auto")
 
@@ -108,6 +111,10 @@ class VAEConfig:
     likelihood: str = _field(
         "gaussian", "the decoder's distribution: gaussian (the reference: half the summed squared error) or "
         "bernoulli (the summed binary cross-entropy, as keras.io and TensorFlow)", choices=LIKELIHOODS,
+    )
+    conditional: bool = _field(
+        False, "a conditional VAE: the digit's label is given to the encoder and the decoder, so that "
+        "generate can draw a chosen digit", choices=(True, False),
     )
     data_parallel: bool | str = _field(
         "auto", "split each batch over all devices of the chosen kind with Keras' DataParallel (JAX): "

@@ -477,16 +477,21 @@ class EpochBatches(keras.utils.PyDataset):
 
     Args:
         x: images (N, 28, 28, 1); batch_size: images per batch; epochs: the run's epochs;
-        shuffle: reshuffle before each epoch; seed: seed of the permutations.
+        shuffle: reshuffle before each epoch; seed: seed of the permutations;
+        labels: the images' labels (N,) for a conditional model: batches are then
+            `((images, labels),)`; None: `(images,)`.
 
     Attributes:
         steps: batches per epoch; first_epoch: the epoch batch 0 belongs to (0-based).
     """
 
-    def __init__(self, x, batch_size, epochs, shuffle=False, seed=0):
+    def __init__(self, x, batch_size, epochs, shuffle=False, seed=0, labels=None):
         super().__init__()
         check_int("batch_size", batch_size, maximum=len(x), maximum_is="the number of training images")
+        if labels is not None and len(labels) != len(x):
+            raise ValueError(f"labels must have one label per image, received {len(labels)} for {len(x)} images")
         self.x = x
+        self.labels = None if labels is None else np.asarray(labels).astype("int32")
         self.batch_size = batch_size
         self.epochs = epochs
         self.shuffle = shuffle
@@ -501,10 +506,12 @@ class EpochBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         epoch, step = divmod(index, self.steps)
         start = step * self.batch_size
-        if not self.shuffle:
-            return (self.x[start : start + self.batch_size],)
-        order = self.order(self.first_epoch + epoch)
-        return (self.x[order[start : start + self.batch_size]],)
+        rows = slice(start, start + self.batch_size)
+        if self.shuffle:
+            rows = self.order(self.first_epoch + epoch)[rows]
+        if self.labels is None:
+            return (self.x[rows],)
+        return ((self.x[rows], self.labels[rows]),)
 
     def order(self, epoch):
         """The permutation of the training images in epoch `epoch` (0-based)."""

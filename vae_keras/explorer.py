@@ -2,8 +2,9 @@
 
 `LatentExplorer` has one slider per latent coordinate of a 2-D model, or per
 principal direction of a larger model's code means; `InterpolationExplorer`
-has one slider from one image's code to another's. Both are `ipywidgets`
-boxes. Where no kernel runs them (a notebook on GitHub), they show instead a
+has one slider from one image's code to another's. For a conditional model
+both add a digit selector: the same code is then drawn as the chosen digit.
+Both are `ipywidgets` boxes. Where no kernel runs them (a notebook on GitHub), they show instead a
 static figure of what the sliders would show: each one's mime bundle carries
 that figure as `image/png` beside the live widget.
 """
@@ -13,11 +14,11 @@ import io
 import ipywidgets as widgets
 import matplotlib.figure
 import numpy as np
-from keras import ops
 from PIL import Image
 
 from vae_keras import analysis, plotting
 from vae_keras.checks import check_int, check_number
+from vae_keras.config import NUM_CLASSES
 
 # Pixels per image pixel of the live digit (28 x 28 -> 224 x 224).
 ZOOM = 8
@@ -26,14 +27,27 @@ ZOOM = 8
 class _Explorer(widgets.VBox):
     """Sliders, the decoded digit as a live image, and a static figure for renderers without a kernel."""
 
-    def __init__(self, model, sliders, title):
+    def __init__(self, model, sliders, title, digit=0):
         self.model = model
         self.sliders = sliders
         self.image = widgets.Image(format="png", width=28 * ZOOM, height=28 * ZOOM)
-        for slider in sliders:
-            slider.observe(self._redraw, names="value")
-        super().__init__([widgets.HTML(f"<b>{title}</b>"), widgets.HBox([widgets.VBox(sliders), self.image])])
+        controls = list(sliders)
+        self.digit_selector = None
+        if model.conditional:
+            check_int("digit", digit, minimum=0, maximum=NUM_CLASSES - 1, maximum_is="the digits 0-9")
+            self.digit_selector = widgets.ToggleButtons(
+                options=list(range(NUM_CLASSES)), value=int(digit), description="digit",
+                style={"button_width": "2.2em"},
+            )
+            controls.append(self.digit_selector)
+        for control in controls:
+            control.observe(self._redraw, names="value")
+        super().__init__([widgets.HTML(f"<b>{title}</b>"), widgets.HBox([widgets.VBox(controls), self.image])])
         self._redraw()
+
+    def digits(self, n):
+        """The chosen digit `n` times (int32), for a conditional model's decoder; None for an unconditional one."""
+        return None if self.digit_selector is None else np.full(n, self.digit_selector.value, dtype="int32")
 
     def code(self):
         """The code the sliders point at, float32 (latent_dim,)."""
@@ -41,7 +55,7 @@ class _Explorer(widgets.VBox):
 
     def decoded(self):
         """The decoded digit at the sliders' code: float32 (28, 28), values in [0, 1]."""
-        return np.asarray(ops.convert_to_numpy(self.model.decode(self.code()[None])), dtype="float32")[0, ..., 0]
+        return self.model.decode_codes(self.code()[None], self.digits(1))[0, ..., 0]
 
     def _redraw(self, change=None):
         buffer = io.BytesIO()
@@ -72,12 +86,15 @@ class LatentExplorer(_Explorer):
         x: images whose code means give the directions (needed unless `latent_dim == 2`).
         directions: number of sliders for a model of more than 2 dimensions, 1 to 10.
         span: how far each slider reaches, in standard deviations (> 0).
+        y: the digits of `x`, for a conditional model's encoder.
+        digit: the digit first selected, for a conditional model.
 
     Raises:
-        ValueError: for `x` missing where it is needed, or a bad `directions` or `span`.
+        ValueError: for `x` (or, for a conditional model, `y`) missing where it is needed, or
+            a bad `directions`, `span` or `digit`.
     """
 
-    def __init__(self, model, x=None, directions=2, span=3.0):
+    def __init__(self, model, x=None, directions=2, span=3.0, y=None, digit=0):
         check_number("span", span)
         if model.latent_dim == 2:
             self.center, self.axes, names = np.zeros(2), np.eye(2), ["z_1", "z_2"]
@@ -90,7 +107,9 @@ class LatentExplorer(_Explorer):
                 )
             from sklearn.decomposition import PCA
 
-            z_mean, _ = analysis.encode(model, plotting.check_images(x))
+            if model.conditional and y is None:
+                raise ValueError("A conditional model encodes x with its digits: pass y, the labels of x")
+            z_mean, _ = analysis.encode(model, plotting.check_images(x), y)
             pca = PCA(n_components=directions).fit(z_mean)
             self.center = pca.mean_
             self.axes = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
@@ -102,7 +121,7 @@ class LatentExplorer(_Explorer):
             for name in names
         ]
         title = "The decoder at a code you choose" + ("" if model.latent_dim == 2 else " (in standard deviations)")
-        super().__init__(model, sliders, title)
+        super().__init__(model, sliders, title, digit)
 
     def code(self):
         values = np.array([slider.value for slider in self.sliders])
@@ -112,13 +131,14 @@ class LatentExplorer(_Explorer):
         """The decoder along each slider's range (the others at 0), one row per slider."""
         values = np.linspace(-self.span, self.span, n)
         rows = [self.center + values[:, None] * axis for axis in self.axes]
-        decoded = ops.convert_to_numpy(self.model.decode(np.concatenate(rows).astype("float32")))
+        decoded = self.model.decode_codes(np.concatenate(rows).astype("float32"), self.digits(n * len(rows)))
         figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.0 * len(rows) + 0.6), layout="constrained")
         axis = figure.subplots()
         axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)
         axis.set_xticks(14 + 28 * np.arange(n), labels=[f"{value:.1f}" for value in values])
         axis.set_yticks(14 + 28 * np.arange(len(rows)), labels=[slider.description for slider in self.sliders])
-        axis.set_title("Each slider's range, the others at 0 (run the notebook to drag them)")
+        drawn_as = "" if self.digit_selector is None else f", drawn as a {self.digit_selector.value}"
+        axis.set_title(f"Each slider's range, the others at 0{drawn_as} (run the notebook to drag them)")
         return figure
 
 
@@ -128,14 +148,22 @@ class InterpolationExplorer(_Explorer):
     Args:
         model: a `vae_keras.VAE`.
         x_start, x_end: the two images, (28, 28, 1) or (28, 28).
+        digits: for a conditional model, the two images' digits `(start, end)`; the
+            digit selector starts at the first.
+
+    Raises:
+        ValueError: for a conditional model without `digits`.
     """
 
-    def __init__(self, model, x_start, x_end):
-        z_mean, _ = analysis.encode(model, plotting.check_images(np.stack([np.asarray(x_start), np.asarray(x_end)])))
+    def __init__(self, model, x_start, x_end, digits=None):
+        pair = plotting.check_images(np.stack([np.asarray(x_start), np.asarray(x_end)]))
+        if model.conditional and digits is None:
+            raise ValueError("A conditional model encodes each image with its digit: pass digits=(start, end)")
+        z_mean, _ = analysis.encode(model, pair, None if digits is None else np.asarray(digits, dtype="int32"))
         self.start, self.end = z_mean[0], z_mean[1]
         slider = widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="t",
                                      continuous_update=True, readout_format=".2f")
-        super().__init__(model, [slider], "From one image's code to another's")
+        super().__init__(model, [slider], "From one image's code to another's", 0 if digits is None else digits[0])
 
     def code(self):
         t = self.sliders[0].value
@@ -145,7 +173,7 @@ class InterpolationExplorer(_Explorer):
         """The decoded codes at t = 0, 0.1, ..., 1."""
         ts = np.linspace(0.0, 1.0, n)
         codes = ((1 - ts)[:, None] * self.start + ts[:, None] * self.end).astype("float32")
-        decoded = ops.convert_to_numpy(self.model.decode(codes))
+        decoded = self.model.decode_codes(codes, self.digits(n))
         figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.6), layout="constrained")
         axis = figure.subplots()
         axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)

@@ -12,12 +12,12 @@ from vae_keras.backends import Steps
 from vae_keras.checks import check_choice, check_int, check_number
 from vae_keras.layers import Sampling
 from vae_keras.metrics import ELBO
-from vae_keras.config import LIKELIHOODS, MAX_LATENT_DIM, PRETRAINED_MODEL_PATH
+from vae_keras.config import LIKELIHOODS, MAX_LATENT_DIM, NUM_CLASSES, PRETRAINED_MODEL_PATH
 
 IMAGE_SHAPE = (28, 28, 1)
 
 
-def build_encoder(latent_dim=20, name="encoder", dtype=None):
+def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False):
     """The reference's encoder: conv 3x3/2 (32), ReLU, conv 3x3/2 (64), ReLU, dense (2 * latent_dim).
 
     The first `latent_dim` outputs are the code's means, the last its
@@ -27,20 +27,28 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None):
         latent_dim: size of the latent code (20 in the reference).
         name: name of the returned model.
         dtype: the layers' dtype policy, such as "mixed_bfloat16"; None: Keras' global one.
+        conditional: also take the digit, one-hot (batch, 10), joined to the flattened features
+            before the dense layer (a conditional VAE's q(z | x, y)).
 
     Returns:
-        A functional `keras.Model`: (batch, 28, 28, 1) images -> (batch, 2 * latent_dim).
+        A functional `keras.Model`: (batch, 28, 28, 1) images [and (batch, 10) one-hot digits]
+        -> (batch, 2 * latent_dim).
     """
     check_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM, maximum_is="the pixels of an image")
-    inputs = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
-    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", dtype=dtype)(inputs)
+    images = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", dtype=dtype)(images)
     x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2", dtype=dtype)(x)
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
+    inputs = images
+    if conditional:
+        digits = keras.Input(shape=(NUM_CLASSES,), name="digit_encoder")
+        x = layers.Concatenate(name="with_digit", dtype=dtype)([x, digits])
+        inputs = [images, digits]
     outputs = layers.Dense(2 * latent_dim, name="fc_encoder", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_decoder(latent_dim=20, name="decoder", dtype=None):
+def build_decoder(latent_dim=20, name="decoder", dtype=None, conditional=False):
     """The reference's decoder: 1x1xlatent_dim, transposed convs 7x7/7 (64), 3x3/2 (64), 3x3/2 (32), 3x3/1 (1).
 
     ReLU between them; the output is logits (`VAE.decode` applies the sigmoid).
@@ -49,13 +57,21 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None):
         latent_dim: size of the latent code (20 in the reference).
         name: name of the returned model.
         dtype: the layers' dtype policy, such as "mixed_bfloat16"; None: Keras' global one.
+        conditional: also take the digit, one-hot (batch, 10), joined to the code (a conditional
+            VAE's p(x | z, y)); the first layer then sees 1x1x(latent_dim + 10).
 
     Returns:
-        A functional `keras.Model`: (batch, latent_dim) codes -> (batch, 28, 28, 1) logits.
+        A functional `keras.Model`: (batch, latent_dim) codes [and (batch, 10) one-hot digits]
+        -> (batch, 28, 28, 1) logits.
     """
     check_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM, maximum_is="the pixels of an image")
-    inputs = keras.Input(shape=(latent_dim,), name="input_decoder")
-    x = layers.Reshape((1, 1, latent_dim), name="to_1x1", dtype=dtype)(inputs)
+    codes = keras.Input(shape=(latent_dim,), name="input_decoder")
+    inputs, x, width = codes, codes, latent_dim
+    if conditional:
+        digits = keras.Input(shape=(NUM_CLASSES,), name="digit_decoder")
+        x = layers.Concatenate(name="with_digit", dtype=dtype)([codes, digits])
+        inputs, width = [codes, digits], latent_dim + NUM_CLASSES
+    x = layers.Reshape((1, 1, width), name="to_1x1", dtype=dtype)(x)
     x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1", dtype=dtype)(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu", name="transpose2", dtype=dtype)(x)
     x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu", name="transpose3", dtype=dtype)(x)
@@ -71,9 +87,13 @@ class VAE(Steps, keras.Model):
     per Keras backend); `fit` and `evaluate` report `elbo`,
     `reconstruction_loss` and `kl_loss`, per image, averaged over the images.
 
+    A conditional VAE (`conditional=True`) is also given each image's digit,
+    0-9: it trains and evaluates on `(images, labels)` pairs, its `encode` and
+    `decode` take the labels, and `generate(n, digit=7)` draws that digit.
+
     Args:
-        encoder: images -> 2 * latent_dim values; None: `build_encoder(latent_dim)`.
-        decoder: (batch, latent_dim) codes -> logits; None: `build_decoder(latent_dim)`.
+        encoder: images [and one-hot digits] -> 2 * latent_dim values; None: `build_encoder`.
+        decoder: (batch, latent_dim) codes [and one-hot digits] -> logits; None: `build_decoder`.
         latent_dim: used only to build a missing encoder or decoder.
         seed: seed of the sampling layer's generator (None: random).
         precision: dtype policy of the networks built here ("float32", "mixed_bfloat16");
@@ -81,26 +101,41 @@ class VAE(Steps, keras.Model):
         likelihood: the decoder's p(x | z): "gaussian" (the reference) or "bernoulli".
         beta: the KL term's weight in the training loss; the reported ELBO keeps weight 1.
         kl_warmup_epochs: the KL weight rises linearly from 0 to `beta` over this many epochs.
+        conditional: give the digit to the encoder and the decoder (Sohn, Lee & Yan 2015).
         **kwargs: base `keras.Model` keyword arguments (`name`...).
 
     Raises:
-        ValueError: when the encoder's and decoder's latent sizes disagree.
+        ValueError: when the encoder's and decoder's latent sizes disagree, or their inputs
+            do not match `conditional`.
     """
 
     def __init__(
         self, encoder=None, decoder=None, latent_dim=20, seed=None, precision=None, likelihood="gaussian",
-        beta=1.0, kl_warmup_epochs=0, **kwargs,
+        beta=1.0, kl_warmup_epochs=0, conditional=False, **kwargs,
     ):
         kwargs.setdefault("name", "vae")
         super().__init__(**kwargs)
         check_choice("likelihood", likelihood, LIKELIHOODS)
         check_number("beta", beta, inclusive=True)
         check_int("kl_warmup_epochs", kl_warmup_epochs, minimum=0)
+        check_choice("conditional", conditional, (True, False))
         self.likelihood = likelihood
         self.beta = float(beta)
         self.kl_warmup_epochs = int(kl_warmup_epochs)
-        self.encoder = encoder if encoder is not None else build_encoder(latent_dim, dtype=precision)
-        self.decoder = decoder if decoder is not None else build_decoder(latent_dim, dtype=precision)
+        self.conditional = conditional
+        self.encoder = (
+            encoder if encoder is not None else build_encoder(latent_dim, dtype=precision, conditional=conditional)
+        )
+        self.decoder = (
+            decoder if decoder is not None else build_decoder(latent_dim, dtype=precision, conditional=conditional)
+        )
+        wanted_inputs = 2 if conditional else 1
+        for part in (self.encoder, self.decoder):
+            if len(part.inputs) != wanted_inputs:
+                raise ValueError(
+                    f"The {part.name} takes {len(part.inputs)} input(s); a VAE with conditional={conditional} "
+                    f"needs {wanted_inputs} ({'the images or codes, and the one-hot digits' if conditional else 'the images or codes'})"
+                )
         encoder_outputs = self.encoder.outputs[0].shape[-1]
         if encoder_outputs is None or encoder_outputs % 2:
             raise ValueError(
@@ -137,42 +172,65 @@ class VAE(Steps, keras.Model):
         # Listed here so that Keras resets them at the start of every epoch.
         return [self.elbo_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
 
-    def encode(self, x, training=False):
+    def encode(self, x, labels=None, training=False):
         """Encodes images into the means and log-variances of their codes.
 
         Args:
             x: images, shape (batch, 28, 28, 1), values in [0, 1].
+            labels: the images' digits, integers (batch,); needed by a conditional
+                model, not used by an unconditional one.
             training: passed to the encoder.
 
         Returns:
             A pair `(z_mean, z_log_var)`, each of shape (batch, latent_dim).
         """
-        encoded = ops.cast(self.encoder(x, training=training), "float32")
+        inputs = [ops.convert_to_tensor(x), self._one_hot(labels, "encode")] if self.conditional else x
+        encoded = ops.cast(self.encoder(inputs, training=training), "float32")
         return encoded[:, : self.latent_dim], encoded[:, self.latent_dim :]
 
-    def decode(self, z, training=False):
+    def decode(self, z, labels=None, training=False):
         """Decodes codes into images: the decoder's logits through a sigmoid.
 
         Args:
             z: codes, shape (batch, latent_dim).
+            labels: the digits to draw, integers (batch,); needed by a conditional
+                model, not used by an unconditional one.
             training: passed to the decoder.
 
         Returns:
             Images of shape (batch, 28, 28, 1), values in [0, 1].
         """
-        return ops.sigmoid(self.logits(z, training=training))
+        return ops.sigmoid(self.logits(z, labels, training=training))
 
-    def logits(self, z, training=False):
+    def logits(self, z, labels=None, training=False):
         """The decoder's outputs before the sigmoid, as float32 (batch, 28, 28, 1)."""
-        return ops.cast(self.decoder(z, training=training), "float32")
+        inputs = [ops.convert_to_tensor(z), self._one_hot(labels, "decode")] if self.conditional else z
+        return ops.cast(self.decoder(inputs, training=training), "float32")
 
-    def call(self, x, training=False):
-        """Reconstructs images through the sampling step, as the reference does."""
-        z_mean, z_log_var = self.encode(x, training=training)
+    def call(self, inputs, training=False):
+        """Reconstructs images through the sampling step, as the reference does.
+
+        `inputs` is the images, or `(images, labels)` for a conditional model.
+        """
+        x, labels = self.split_inputs(inputs)
+        z_mean, z_log_var = self.encode(x, labels, training=training)
         z = self.sampling((z_mean, z_log_var))
-        return self.decode(z, training=training)
+        return self.decode(z, labels, training=training)
 
-    def generate(self, n=25, seed=None, batch_size=1_000):
+    def split_inputs(self, inputs):
+        """`(images, labels)` from what the model is fed: the images, or `(images, labels)` for a conditional model."""
+        if isinstance(inputs, (tuple, list)):
+            if len(inputs) != 2:
+                raise ValueError(f"Expected images or (images, labels), received {len(inputs)} arrays")
+            return inputs[0], inputs[1]
+        if self.conditional:
+            raise ValueError(
+                "This VAE is conditional: feed it (images, labels), the digits 0-9 of the images, "
+                "not the images alone"
+            )
+        return inputs, None
+
+    def generate(self, n=25, seed=None, batch_size=1_000, digit=None):
         """Decodes `n` codes drawn from N(0, I) into new images.
 
         Args:
@@ -180,39 +238,81 @@ class VAE(Steps, keras.Model):
             seed: int or None; the same seed gives the same images.
             batch_size: codes per decoder call; bounds the memory of the
                 decoder's activations, not the result.
+            digit: for a conditional model, the digit 0-9 to draw, or an array of
+                `n` digits; None: the digits 0, 1, ..., 9, 0, 1, ... in turn.
 
         Returns:
             A NumPy float32 array of shape (n, 28, 28, 1), values in [0, 1].
 
         Raises:
-            ValueError: if `n` or `batch_size` is not a positive integer.
+            ValueError: if `n` or `batch_size` is not a positive integer, a digit is
+                outside 0-9, or a digit is asked of an unconditional model.
         """
-        return in_batches(self.decode, self.prior_codes(n, seed), batch_size)
+        labels = self.prior_labels(n, digit)
+        return self.decode_codes(self.prior_codes(n, seed), labels, batch_size)
 
     def prior_codes(self, n, seed=None):
         """`n` codes drawn from the prior N(0, I) with NumPy, as `generate` decodes them; float32 (n, latent_dim)."""
         check_int("n", n)
         return np.random.default_rng(seed).standard_normal((int(n), self.latent_dim)).astype("float32")
 
-    def loss_terms(self, x, training=False):
+    def prior_labels(self, n, digit=None):
+        """The digits `generate(n, digit=digit)` asks for: None for an unconditional model, else int32 (n,).
+
+        Raises:
+            ValueError: for a digit outside 0-9, `n` digits of the wrong length, or any
+                digit asked of an unconditional model.
+        """
+        check_int("n", n)
+        if not self.conditional:
+            if digit is not None:
+                raise ValueError(
+                    f"digit={digit!r} needs a conditional VAE (VAEConfig(conditional=True), or the shipped "
+                    "models/vae_mnist_conditional.keras); this model draws digits it chooses itself"
+                )
+            return None
+        if digit is None:
+            return (np.arange(int(n)) % NUM_CLASSES).astype("int32")
+        digits = np.asarray(digit)
+        if digits.ndim == 0:
+            digits = np.full(int(n), digits)
+        if digits.shape != (int(n),) or not np.issubdtype(digits.dtype, np.integer) or isinstance(digit, bool):
+            raise ValueError(
+                f"digit must be an integer from 0 to 9 or {n} such integers, received digit={digit!r}"
+            )
+        if digits.min() < 0 or digits.max() >= NUM_CLASSES:
+            bad = int(digits[(digits < 0) | (digits >= NUM_CLASSES)][0])
+            raise ValueError(f"digit must be from 0 to {NUM_CLASSES - 1} (MNIST's digits), received digit={bad!r}")
+        return digits.astype("int32")
+
+    def decode_codes(self, codes, labels=None, batch_size=1_000):
+        """`decode` over many codes (and their digits), `batch_size` at a time; NumPy float32 (n, 28, 28, 1)."""
+        if self.conditional:
+            if labels is None:
+                raise ValueError("This VAE is conditional: decode_codes needs the digits (labels) to draw")
+            return in_batches(self.decode, (codes, labels), batch_size)
+        return in_batches(self.decode, codes, batch_size)
+
+    def loss_terms(self, inputs, training=False):
         """Per-image ELBO loss and its terms for a batch, z sampled: `losses.loss_terms`.
 
         Args:
-            x: images, shape (batch, 28, 28, 1).
+            inputs: images (batch, 28, 28, 1), or `(images, labels)` for a conditional model.
             training: passed to the encoder and decoder.
 
         Returns:
             A dict of tensors of shape (batch,): `elbo`, `reconstruction_loss`, `kl_loss`, `loss`.
         """
-        z_mean, z_log_var = self.encode(x, training=training)
+        x, labels = self.split_inputs(inputs)
+        z_mean, z_log_var = self.encode(x, labels, training=training)
         z = self.sampling((z_mean, z_log_var))
-        logits = self.logits(z, training=training)
+        logits = self.logits(z, labels, training=training)
         kl_weight = 1.0 if self.kl_weight is None else self.kl_weight
         return losses.loss_terms(x, ops.sigmoid(logits), z_mean, z_log_var, logits, self.likelihood, kl_weight)
 
-    def loss_and_terms(self, x, training=False):
+    def loss_and_terms(self, inputs, training=False):
         """The loss a train step minimises (the batch mean of the per-image `loss`) and `loss_terms`."""
-        terms = self.loss_terms(x, training=training)
+        terms = self.loss_terms(inputs, training=training)
         return ops.mean(terms["loss"]), terms
 
     def kl_weight_at(self, epoch):
@@ -232,6 +332,14 @@ class VAE(Steps, keras.Model):
             metric.update_state(terms[metric.name])
         return {metric.name: metric.result() for metric in self.metrics}
 
+    def _one_hot(self, labels, method):
+        """The digits as float32 one-hot rows (batch, 10), for a conditional model's encoder and decoder."""
+        if labels is None:
+            raise ValueError(
+                f"This VAE is conditional: {method} needs the digits (labels=...), integers 0-9, one per row"
+            )
+        return ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), NUM_CLASSES, dtype="float32")
+
     def get_config(self):
         base_config = super().get_config()
         config = {
@@ -242,6 +350,8 @@ class VAE(Steps, keras.Model):
             "beta": self.beta,
             "kl_warmup_epochs": self.kl_warmup_epochs,
         }
+        if self.conditional:  # only then, so that the reference's files stay as they were
+            config["conditional"] = True
         return {**base_config, **config}
 
     @classmethod
@@ -256,7 +366,9 @@ def in_batches(function, x, batch_size):
     """Calls `function` on consecutive slices of `x`, `batch_size` rows each, and joins its outputs.
 
     Bounds the memory of a model's activations when it runs over a whole data
-    set: `in_batches(model.decode, codes, 1_000)`.
+    set: `in_batches(model.decode, codes, 1_000)`. Where `x` is a tuple of
+    arrays of one length, each call gets a slice of each:
+    `in_batches(model.encode, (images, labels), 1_000)`.
 
     Returns:
         The outputs concatenated as NumPy arrays; a tuple of arrays where
@@ -266,9 +378,14 @@ def in_batches(function, x, batch_size):
         ValueError: when `batch_size` is not a positive integer or `x` is empty.
     """
     check_int("batch_size", batch_size)
-    if len(x) == 0:
+    parts = x if isinstance(x, tuple) else (x,)
+    if len({len(part) for part in parts}) != 1:
+        raise ValueError(f"in_batches needs arrays of one length, received lengths {[len(part) for part in parts]}")
+    if len(parts[0]) == 0:
         raise ValueError("in_batches needs at least one row, received an empty array")
-    outputs = [function(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+    outputs = [
+        function(*(part[start : start + batch_size] for part in parts)) for start in range(0, len(parts[0]), batch_size)
+    ]
     if isinstance(outputs[0], tuple):
         return tuple(np.concatenate([ops.convert_to_numpy(part) for part in parts]) for parts in zip(*outputs))
     return np.concatenate([ops.convert_to_numpy(output) for output in outputs])

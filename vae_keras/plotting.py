@@ -19,9 +19,8 @@ from keras import ops
 
 from vae_keras import analysis
 from vae_keras.checks import check_int, check_number
-from vae_keras.config import REFERENCE_TEST_ELBO
+from vae_keras.config import NUM_CLASSES, REFERENCE_TEST_ELBO
 from vae_keras.data import load_mnist
-from vae_keras.models import in_batches
 from vae_keras.records import read_history, write_atomically
 
 # Resolution of the saved PNG files.
@@ -78,7 +77,7 @@ def plot_latent_space(model, x, y, path=None):
     x = check_images(x)
     y = _labels(y, x)
     _check_at_least_two(x, "plot_latent_space")
-    z_mean, z_log_var = analysis.encode(model, x)
+    z_mean, z_log_var = analysis.encode(model, x, y)
 
     figure = matplotlib.figure.Figure(figsize=(12, 5.6), layout="constrained")
     axes = figure.subplots(1, 2)
@@ -100,8 +99,8 @@ def plot_latent_space(model, x, y, path=None):
     return figure
 
 
-def plot_generated(model, n=25, seed=None, path=None):
-    """A figure of `model.generate(n, seed)`, digits decoded from N(0, I) codes, in one tile.
+def plot_generated(model, n=25, seed=None, path=None, digit=None):
+    """A figure of `model.generate(n, seed, digit=digit)`, digits decoded from N(0, I) codes, in one tile.
 
     As the reference's `generate`: `ceil(sqrt(n))` columns, no gaps, empty places black.
 
@@ -110,24 +109,95 @@ def plot_generated(model, n=25, seed=None, path=None):
         n: number of digits, >= 1.
         seed: int or None; the same seed gives the same digits.
         path: where to save the figure; None: not saved.
+        digit: the digit a conditional model draws (see `VAE.generate`).
 
     Raises:
-        ValueError: if `n` is not a positive integer.
+        ValueError: if `n` is not a positive integer, or for a `digit` `VAE.generate` refuses.
     """
     check_int("n", n)
-    images = model.generate(n, seed=seed)
+    images = model.generate(n, seed=seed, digit=digit)
     tile = tile_images(images)
     size = min(2.0 + 0.04 * tile.shape[1], 10.0)
     figure = matplotlib.figure.Figure(figsize=(size, size * tile.shape[0] / tile.shape[1] + 0.4))
     axis = figure.subplots()
     axis.imshow(tile, **IMAGE_STYLE)
     axis.set_axis_off()
-    axis.set_title("Generated samples of digits")
+    axis.set_title("Generated samples of digits" if digit is None else f"Generated samples of the digit {digit}")
     save_figure(figure, path)
     return figure
 
 
-def plot_latent_plane(model, x, y, n=20, path=None):
+def plot_generated_by_digit(model, n=10, seed=None, path=None):
+    """For a conditional VAE: a figure of ten rows of generated digits, row d drawn with `digit=d`.
+
+    Every row decodes the same `n` prior codes, so a column shows one code, one
+    "style", written as each digit.
+
+    Args:
+        model: a conditional `vae_keras.VAE`.
+        n: digits per row, >= 1.
+        seed: seed of the codes.
+        path: where to save the figure; None: not saved.
+
+    Raises:
+        ValueError: for an unconditional model, or `n` not a positive integer.
+    """
+    _check_conditional(model, "plot_generated_by_digit")
+    check_int("n", n)
+    codes = np.tile(model.prior_codes(n, seed), (NUM_CLASSES, 1))
+    digits = np.repeat(np.arange(NUM_CLASSES), n).astype("int32")
+    tile = tile_images(model.decode_codes(codes, digits), columns=n)
+    figure = matplotlib.figure.Figure(figsize=(0.55 * n + 1.0, 0.55 * NUM_CLASSES + 0.8), layout="constrained")
+    axis = figure.subplots()
+    axis.imshow(tile, **IMAGE_STYLE)
+    axis.set_yticks(14 + 28 * np.arange(NUM_CLASSES), labels=[str(digit) for digit in range(NUM_CLASSES)])
+    axis.set_xticks(14 + 28 * np.arange(n), labels=[str(column + 1) for column in range(n)])
+    axis.set(ylabel="digit asked for", xlabel="code (the same in every row)",
+             title="A conditional VAE: each row asks for one digit")
+    save_figure(figure, path)
+    return figure
+
+
+def plot_digit_styles(model, x, y, n=6, seed=None, path=None):
+    """For a conditional VAE: `n` test images, each encoded with its digit and decoded as every digit 0-9.
+
+    The code of a conditional VAE need not hold which digit it is, only how it is
+    written; decoding one code with each label writes the ten digits in that style.
+
+    Args:
+        model: a conditional `vae_keras.VAE`.
+        x: images (N, 28, 28, 1); y: their digits.
+        n: images drawn (seeded), one row each.
+        seed: seed of the choice of images.
+        path: where to save the figure; None: not saved.
+
+    Raises:
+        ValueError: for an unconditional model, lengths that differ, or `n` above N.
+    """
+    _check_conditional(model, "plot_digit_styles")
+    x = check_images(x)
+    y = _labels(y, x)
+    check_int("n", n, maximum=len(x), maximum_is="the images given")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+    z_mean, _ = analysis.encode(model, x[chosen], y[chosen])
+    codes = np.repeat(z_mean, NUM_CLASSES, axis=0)
+    digits = np.tile(np.arange(NUM_CLASSES), n).astype("int32")
+    decoded = model.decode_codes(codes, digits).reshape(n, NUM_CLASSES, 28, 28, 1)
+    rows = np.concatenate([x[chosen][:, None], decoded], axis=1).reshape(-1, 28, 28, 1)
+    tile = tile_images(rows, columns=NUM_CLASSES + 1)
+    figure = matplotlib.figure.Figure(figsize=(7.4, 0.62 * n + 0.9), layout="constrained")
+    axis = figure.subplots()
+    axis.imshow(tile, **IMAGE_STYLE)
+    axis.axvline(27.5, color="tab:red", linewidth=1.5)
+    axis.set_xticks(14 + 28 * np.arange(NUM_CLASSES + 1), labels=["test image", *map(str, range(NUM_CLASSES))],
+                    fontsize=8)
+    axis.set_yticks([])
+    axis.set(xlabel="decoded with the digit", title="One code, every digit: the code holds the style")
+    save_figure(figure, path)
+    return figure
+
+
+def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
     """For a 2-D latent space: the test codes coloured by digit beside the decoder's map of the plane itself.
 
     The map decodes an n x n grid at the N(0, 1) quantiles 0.5/n ... 1 - 0.5/n of
@@ -139,9 +209,11 @@ def plot_latent_plane(model, x, y, n=20, path=None):
         x: images (N, 28, 28, 1), N >= 1; y: their digits, for the colours.
         n: tiles per side, >= 2.
         path: where to save the figure; None: not saved.
+        digit: for a conditional model, the digit the map is drawn as (required there).
 
     Raises:
-        ValueError: for a model whose codes are not 2-D, `n` < 2, or lengths that differ.
+        ValueError: for a model whose codes are not 2-D, `n` < 2, lengths that differ, or a
+            conditional model without `digit`.
     """
     if model.latent_dim != 2:
         raise ValueError(
@@ -149,14 +221,16 @@ def plot_latent_plane(model, x, y, n=20, path=None):
             "plot_latent_space and plot_latent_grid project other sizes onto two principal directions"
         )
     check_int("n", n, minimum=2)
+    if model.conditional and digit is None:
+        raise ValueError("plot_latent_plane of a conditional model draws the plane as one digit: pass digit=0..9")
     x = check_images(x)
     y = _labels(y, x)
-    z_mean, _ = analysis.encode(model, x)
+    z_mean, _ = analysis.encode(model, x, y)
     normal = statistics.NormalDist()
     values = np.array([normal.inv_cdf((i + 0.5) / n) for i in range(n)])
     z1, z2 = np.meshgrid(values, values[::-1])  # rows from the top: z_2 decreasing
     codes = np.stack([z1.ravel(), z2.ravel()], axis=1).astype("float32")
-    tile = tile_images(in_batches(model.decode, codes, 1_000), columns=n)
+    tile = tile_images(model.decode_codes(codes, model.prior_labels(len(codes), digit)), columns=n)
     limit = float(max(np.abs(values).max() + 0.5 * (values[1] - values[0]), np.abs(z_mean).max()))
 
     figure = matplotlib.figure.Figure(figsize=(13, 6.2), layout="constrained")
@@ -181,8 +255,8 @@ MAX_GENERATED = 1_000_000
 _MIN_TILE_WIDTH = 560
 
 
-def write_generated(model, n, path, seed=None, batch_size=1_000):
-    """Writes the digits of `model.generate(n, seed)` as one grey PNG tile, a row of digits at a time.
+def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
+    """Writes the digits of `model.generate(n, seed, digit=digit)` as one grey PNG tile, a row of digits at a time.
 
     The tile is laid out as `plot_generated`'s (`ceil(sqrt(n))` columns, no
     gaps, empty places black), one image pixel per file pixel (whole-number
@@ -193,9 +267,11 @@ def write_generated(model, n, path, seed=None, batch_size=1_000):
         `(path, (width, height))`: the PNG written (".png" added to a name without a suffix) and its size.
 
     Raises:
-        ValueError: if `n` is not an integer from 1 to `MAX_GENERATED`.
+        ValueError: if `n` is not an integer from 1 to `MAX_GENERATED`, or for a `digit`
+            `VAE.generate` refuses.
     """
     check_int("n", n, maximum=MAX_GENERATED, maximum_is="a 28,000 x 28,000-pixel tile")
+    labels = model.prior_labels(n, digit)
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     scale = max(1, _MIN_TILE_WIDTH // (28 * columns))
@@ -210,7 +286,8 @@ def write_generated(model, n, path, seed=None, batch_size=1_000):
             for row in range(rows):
                 count = min(columns, n - row * columns)
                 codes = rng.standard_normal((count, model.latent_dim)).astype("float32")
-                strip = tile_images(in_batches(model.decode, codes, batch_size), columns=columns)
+                digits = None if labels is None else labels[row * columns : row * columns + count]
+                strip = tile_images(model.decode_codes(codes, digits, batch_size), columns=columns)
                 pixels = grey_levels(strip, scale)
                 scanlines = np.concatenate([np.zeros((len(pixels), 1), "uint8"), pixels], axis=1)  # filter 0
                 _png_chunk(handle, b"IDAT", compressor.compress(scanlines.tobytes()))
@@ -249,6 +326,7 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     Raises:
         ValueError: if an image has the wrong shape or `steps` < 2.
     """
+    _check_unconditional(model, "plot_interpolation", "plot_digit_styles")
     check_int("steps", steps, minimum=2)  # both ends are decoded
     pair = np.stack([_one_image(x_start, "x_start"), _one_image(x_end, "x_end")])
     z_mean, _ = analysis.encode(model, pair)
@@ -286,6 +364,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
     """
     from sklearn.decomposition import PCA
 
+    _check_unconditional(model, "plot_latent_grid", "plot_digit_styles")
     check_int("n", n)
     check_number("span", span)
     x = check_images(x)
@@ -391,8 +470,8 @@ def plot_mean_vs_sample_reconstructions(model, x, y, seed=None, path=None):
         ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no image in `y`.
     """
     digits, originals, sampled = _two_per_digit_reconstructed(model, x, y, seed, "plot_mean_vs_sample_reconstructions")
-    z_mean, _ = model.encode(originals)
-    through_mean = ops.convert_to_numpy(model.decode(z_mean))
+    z_mean, _ = model.encode(originals, digits)
+    through_mean = ops.convert_to_numpy(model.decode(z_mean, digits))
     return _digit_panels(
         digits, [originals, through_mean, sampled], (12, 6.4),
         "Original | decoded from the mean | decoded from a sample", path,
@@ -477,7 +556,8 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         model: a `vae_keras.VAE`.
         out_dir: the folder (created if needed) for `reconstructions`, `latent_space`,
             `generated`, `interpolation`, `latent_grid`, `training_curve` and, for a 2-D
-            model, `latent_plane` `.png`.
+            model, `latent_plane` `.png`; for a conditional model `generated` has a row per
+            digit and `digit_styles` replaces `interpolation` and `latent_grid`.
         history_path: the model's `history.csv`; None: no training curve.
         seed: seed of the random choices and of the sampling noise.
         data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
@@ -497,11 +577,15 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
     figures = {
         "reconstructions.png": lambda: plot_reconstructions(model, x_test, y_test, seed=seed),
         "latent_space.png": lambda: plot_latent_space(model, x_test, y_test),
-        "generated.png": lambda: plot_generated(model, n=25, seed=seed),
-        "interpolation.png": lambda: plot_interpolation(model, x_test[start], x_test[end]),
-        "latent_grid.png": lambda: plot_latent_grid(model, x_test),
     }
-    if model.latent_dim == 2:
+    if model.conditional:
+        figures["generated.png"] = lambda: plot_generated_by_digit(model, n=10, seed=seed)
+        figures["digit_styles.png"] = lambda: plot_digit_styles(model, x_test, y_test, seed=seed)
+    else:
+        figures["generated.png"] = lambda: plot_generated(model, n=25, seed=seed)
+        figures["interpolation.png"] = lambda: plot_interpolation(model, x_test[start], x_test[end])
+        figures["latent_grid.png"] = lambda: plot_latent_grid(model, x_test)
+    if model.latent_dim == 2 and not model.conditional:
         figures["latent_plane.png"] = lambda: plot_latent_plane(model, x_test, y_test)
     if history is not None:
         figures["training_curve.png"] = lambda: plot_training_curve(history)
@@ -547,10 +631,11 @@ def _two_per_digit_reconstructed(model, x, y, seed, function):
             f"y has no image of digit(s) {', '.join(map(str, missing))}"
         )
     rng = np.random.default_rng(seed)
-    digits = [digit for _ in range(2) for digit in range(10)]
+    digits = np.array([digit for _ in range(2) for digit in range(10)], dtype="int32")
     originals = x[np.array([rng.choice(by_digit[digit]) for digit in digits])]
     with model.sampling.seeded(seed):
-        reconstructions = ops.convert_to_numpy(model(originals, training=False))
+        inputs = (originals, digits) if model.conditional else originals
+        reconstructions = ops.convert_to_numpy(model(inputs, training=False))
     return digits, originals, reconstructions
 
 
@@ -619,6 +704,19 @@ def _labels(y, x):
     if len(y) != len(x):
         raise ValueError(f"x and y must have the same length, received {len(x)} images and {len(y)} labels")
     return y
+
+
+def _check_conditional(model, function):
+    if not model.conditional:
+        raise ValueError(f"{function} draws a conditional VAE's digits; this model is unconditional")
+
+
+def _check_unconditional(model, function, instead):
+    if model.conditional:
+        raise ValueError(
+            f"{function} decodes codes without digits, for an unconditional VAE; for a conditional one "
+            f"see {instead}"
+        )
 
 
 def _check_at_least_two(x, function):

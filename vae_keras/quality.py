@@ -6,11 +6,11 @@ import math
 import keras
 import matplotlib.figure
 import numpy as np
-from keras import ops
 
 from vae_keras import plotting
 from vae_keras.checks import MAX_SEED, check_int
-from vae_keras.classifier import FEATURES_LAYER, NUM_CLASSES
+from vae_keras.classifier import FEATURES_LAYER
+from vae_keras.config import NUM_CLASSES
 from vae_keras.models import in_batches
 
 # Images per classifier or decoder call: bounds the memory the report uses.
@@ -164,7 +164,8 @@ def histogram_entropy(histogram):
             f"and minimum {float(histogram.min())!r}"
         )
     positive = histogram[histogram > 0]
-    return float(-(positive * np.log(positive)).sum() / np.log(histogram.size))
+    # A one-class histogram gives -0.0 * log(1); + 0.0 makes it 0.0, which prints without a sign.
+    return float(-(positive * np.log(positive)).sum() / np.log(histogram.size)) + 0.0
 
 
 def classifier_score(probabilities):
@@ -243,8 +244,62 @@ def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(images):
         raise ValueError(f"images and labels must have the same length, received {len(images)} and {len(labels)}")
-    _, probabilities = _classify(classifier, _reconstructions(model, images, batch_size), batch_size)
+    _, probabilities = _classify(classifier, _reconstructions(model, images, labels, batch_size), batch_size)
     return label_agreement(probabilities, labels)
+
+
+def digit_agreement(probabilities, labels, num_classes=NUM_CLASSES):
+    """Per digit: the fraction of the images of that label whose most likely class is the label.
+
+    For a conditional VAE's digits, with `labels` the digits asked for, this is how
+    often the classifier reads each requested digit.
+
+    Args:
+        probabilities: shape (N, K).
+        labels: integers of shape (N,).
+
+    Returns:
+        A float64 array of shape (num_classes,); NaN for a label with no image.
+
+    Raises:
+        ValueError: when the shapes do not match.
+    """
+    probabilities = _probabilities(probabilities, "probabilities")
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(probabilities):
+        raise ValueError(
+            f"probabilities and labels must have the same length, received {len(probabilities)} "
+            f"and {len(labels)}"
+        )
+    hits = probabilities.argmax(axis=1) == labels
+    return np.array(
+        [hits[labels == digit].mean() if np.any(labels == digit) else np.nan for digit in range(num_classes)]
+    )
+
+
+def requested_digit_agreement(model, classifier, n=1_000, seed=0, batch_size=BATCH_SIZE):
+    """For a conditional VAE: how often the classifier reads each generated digit as the digit asked for.
+
+    Args:
+        model: a conditional `vae_keras.VAE`.
+        classifier: a digit classifier (see `load_classifier`).
+        n: digits generated per class (codes of `model.prior_codes(10 * n, seed)`).
+        seed: seed of the codes.
+        batch_size: images per call (memory only).
+
+    Returns:
+        A float64 array of shape (10,): the rate for digits 0-9.
+
+    Raises:
+        ValueError: for an unconditional model or `n` not a positive integer.
+    """
+    if not model.conditional:
+        raise ValueError("requested_digit_agreement needs a conditional VAE; this model is unconditional")
+    check_int("n", n)
+    labels = np.repeat(np.arange(NUM_CLASSES), n).astype("int32")
+    images = model.decode_codes(model.prior_codes(len(labels), seed), labels, batch_size)
+    _, probabilities = _classify(classifier, images, batch_size)
+    return digit_agreement(probabilities, labels)
 
 
 @dataclasses.dataclass
@@ -263,7 +318,8 @@ class SetQuality:
     class_histogram: np.ndarray
     # Entropy of that histogram divided by log(10): 1 for an even spread.
     histogram_entropy: float
-    # Fraction classified as the true label (None for generated digits, which have none).
+    # Fraction classified as the true label (None for an unconditional VAE's generated digits,
+    # which have none; for a conditional VAE's, the digit asked for).
     label_agreement: float | None
 
 
@@ -315,7 +371,7 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
     n = int(n)
     x_test, y_test = x_test[:n], np.asarray(y_test[:n])
     training_indices = np.sort(np.random.default_rng([seed, 1]).choice(len(x_train), size=n, replace=False))
-    codes = model.prior_codes(n, seed)
+    codes, asked = model.prior_codes(n, seed), model.prior_labels(n)
 
     outputs = {
         "test images": (_classify(classifier, x_test, batch_size), y_test),
@@ -323,8 +379,10 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
             _classify(classifier, x_train[training_indices], batch_size),
             np.asarray(y_train)[training_indices],
         ),
-        "reconstructions": (_classify(classifier, _reconstructions(model, x_test, batch_size), batch_size), y_test),
-        "generated": (_classify(classifier, in_batches(model.decode, codes, batch_size), batch_size), None),
+        "reconstructions": (
+            _classify(classifier, _reconstructions(model, x_test, y_test, batch_size), batch_size), y_test
+        ),
+        "generated": (_classify(classifier, model.decode_codes(codes, asked, batch_size), batch_size), asked),
     }
     test_statistics = feature_statistics(outputs["test images"][0][0])
     sets = {}
@@ -402,7 +460,8 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     Args:
         model: a `vae_keras.VAE`.
         classifier: a digit classifier (see `load_classifier`).
-        n: digits shown, at most `pool`; least sure first, titled "digit (probability)".
+        n: digits shown, at most `pool`; least sure first, titled "digit (probability)"
+            ("asked→digit (probability)" for a conditional model, which is asked for 0-9 in turn).
         pool: digits generated (codes of `model.generate(pool, seed)`) to choose from.
         seed: seed of the codes.
         path: where to save the figure; None: not saved.
@@ -412,11 +471,11 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     """
     check_int("pool", pool)
     check_int("n", n, maximum=pool, maximum_is="the pool")
-    codes = model.prior_codes(pool, seed)
-    _, probabilities = _classify(classifier, in_batches(model.decode, codes, BATCH_SIZE), BATCH_SIZE)
+    codes, asked = model.prior_codes(pool, seed), model.prior_labels(pool)
+    _, probabilities = _classify(classifier, model.decode_codes(codes, asked, BATCH_SIZE), BATCH_SIZE)
     top = probabilities.max(axis=1)
     order = np.argsort(top, kind="stable")[:n]
-    shown = ops.convert_to_numpy(model.decode(codes[order]))
+    shown = model.decode_codes(codes[order], None if asked is None else asked[order])
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     figure = matplotlib.figure.Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4), layout="constrained")
@@ -425,7 +484,8 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
         axis.set_axis_off()
     for axis, index, image in zip(axes, order, shown):
         axis.imshow(image[..., 0], **plotting.IMAGE_STYLE)
-        axis.set_title(f"{probabilities[index].argmax()} ({top[index]:.2f})", fontsize=9)
+        asked_for = "" if asked is None else f"{asked[index]}→"
+        axis.set_title(f"{asked_for}{probabilities[index].argmax()} ({top[index]:.2f})", fontsize=9)
     figure.suptitle(f"The {n} of {pool} generated digits the classifier is least sure of")
     plotting.save_figure(figure, path)
     return figure
@@ -465,9 +525,17 @@ def _probabilities(probabilities, name, num_classes=None):
     return probabilities
 
 
-def _reconstructions(model, images, batch_size=BATCH_SIZE):
-    """Reconstructions of images through the means of their codes, float32 (N, 28, 28, 1)."""
-    return in_batches(lambda batch: model.decode(model.encode(batch)[0]), plotting.check_images(images), batch_size)
+def _reconstructions(model, images, labels=None, batch_size=BATCH_SIZE):
+    """Reconstructions of images through the means of their codes, float32 (N, 28, 28, 1); labels: for a conditional model."""
+    images = plotting.check_images(images)
+    if not getattr(model, "conditional", False):
+        return in_batches(lambda batch: model.decode(model.encode(batch)[0]), images, batch_size)
+    if labels is None:
+        raise ValueError("This VAE is conditional: its reconstructions need the images' labels")
+    return in_batches(
+        lambda batch, digits: model.decode(model.encode(batch, digits)[0], digits),
+        (images, np.asarray(labels).astype("int32")), batch_size,
+    )
 
 
 def _classify(classifier, images, batch_size=BATCH_SIZE):

@@ -37,7 +37,7 @@ def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
     model = VAE(
         latent_dim=config.latent_dim, seed=config.seed, precision=config.precision, likelihood=config.likelihood,
-        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs,
+        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, conditional=config.conditional,
     )
     model.compile(
         optimizer=make_optimizer(config),
@@ -78,6 +78,7 @@ class Run:
         model: the compiled `VAE`.
         batches: the `EpochBatches` of the training images.
         x_test: the test images of the per-epoch test ELBO.
+        y_test: their labels, for a conditional model; else None.
         monitor: the run's `TrainingMonitor`.
         callbacks: every callback `fit` gets, the monitor included.
         initial_epoch: the first epoch to train (0-based; after a resume, the
@@ -94,6 +95,7 @@ class Run:
     callbacks: list
     initial_epoch: int = 0
     distribution: object = None
+    y_test: np.ndarray | None = None
 
     def fit(self, epochs=None, validate=True, verbose=1):
         """`model.fit` on the run's batches and callbacks, in its device scope.
@@ -114,11 +116,14 @@ class Run:
                 steps_per_epoch=self.batches.steps,
                 initial_epoch=self.initial_epoch,
                 epochs=self.config.epochs if epochs is None else epochs,
-                validation_data=self.x_test if validate else None,
+                validation_data=(self._validation_inputs(),) if validate else None,
                 validation_batch_size=self.config.eval_batch_size,
                 callbacks=self.callbacks,
                 verbose=verbose,
             )
+
+    def _validation_inputs(self):
+        return self.x_test if self.y_test is None else (self.x_test, self.y_test)
 
 
 def build_run(config, data=None, device=None, output_dir=None, resume=None, callbacks=(), verbose=1):
@@ -139,9 +144,10 @@ def build_run(config, data=None, device=None, output_dir=None, resume=None, call
     if not jit_compile:
         # Keras turns XLA off where op determinism is on, so only without XLA.
         backends.enable_determinism(device)
-    (x_train, _), (x_test, _) = data if data is not None else load_mnist()
+    (x_train, y_train), (x_test, y_test) = data if data is not None else load_mnist()
     batches = EpochBatches(
-        x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed
+        x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed,
+        labels=y_train[: config.train_size] if config.conditional else None,
     )
     distribution = backends.distribution(
         config.data_parallel, device, {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
@@ -167,6 +173,7 @@ def build_run(config, data=None, device=None, output_dir=None, resume=None, call
         model=model,
         batches=batches,
         x_test=x_test[: config.test_size],
+        y_test=y_test[: config.test_size] if config.conditional else None,
         monitor=monitor,
         callbacks=[*run_callbacks, *callbacks],
         initial_epoch=resume.epoch if resume is not None else 0,
@@ -248,19 +255,26 @@ def _rebuild_model_file(config, device, output_dir, checkpoint):
         restore(model, checkpoint, config.steps_per_epoch(), path)
 
 
-def evaluate(model, x, batch_size=2_000, verbose=0):
+def evaluate(model, x, y=None, batch_size=2_000, verbose=0):
     """The test ELBO of a model on images `x`, with z sampled as in the reference.
 
     Args:
         model: a `VAE`.
         x: images, shape (N, 28, 28, 1), values in [0, 1].
+        y: their labels, needed by a conditional model (not used by others).
         batch_size: images per evaluation batch (speed only).
         verbose: Keras verbosity.
 
     Returns:
         A dict of floats: `elbo`, `reconstruction_loss`, `kl_loss`.
+
+    Raises:
+        ValueError: when a conditional model is given no labels.
     """
+    if model.conditional and y is None:
+        raise ValueError("This VAE is conditional: evaluate needs the images' labels (y=...)")
     if not model.compiled:
         model.compile(optimizer=keras.optimizers.Adam())
-    results = model.evaluate(x, batch_size=batch_size, verbose=verbose, return_dict=True)
+    inputs = (x, np.asarray(y).astype("int32")) if model.conditional else x
+    results = model.evaluate(inputs, batch_size=batch_size, verbose=verbose, return_dict=True)
     return {name: float(results[name]) for name in ("elbo", "reconstruction_loss", "kl_loss")}
