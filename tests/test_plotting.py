@@ -423,3 +423,23 @@ def test_the_figures_of_a_conditional_model(tmp_path):
         plotting.plot_latent_grid(model, np.zeros((4, 28, 28, 1), "float32"))
     with pytest.raises(ValueError, match="this model is unconditional"):
         plotting.plot_generated_by_digit(vae_keras.VAE(latent_dim=2, seed=0))
+
+
+def test_generated_side_by_side_decodes_the_same_codes_for_each_model():
+    first, second = vae_keras.VAE(latent_dim=3, seed=0), vae_keras.VAE(latent_dim=3, seed=1)
+    figure = plotting.plot_generated_side_by_side({"a": first, "b": second}, n=9, seed=4)
+    assert [axis.get_title() for axis in figure.axes] == ["a", "b"]
+    for axis, model in zip(figure.axes, (first, second)):
+        np.testing.assert_allclose(axis.images[0].get_array(), plotting.tile_images(model.generate(9, seed=4)), atol=1e-6)
+    with pytest.raises(ValueError, match="at least one model"):
+        plotting.plot_generated_side_by_side({})
+
+
+def test_sorted_kl_draws_each_model_largest_first_and_counts_its_active_units():
+    kl = np.array([0.001, 2.0, 0.5, 0.0])
+    figure = plotting.plot_sorted_kl({"model": kl})
+    line = figure.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), [2.0, 0.5, 0.001, 0.0001])  # floored at threshold / 100
+    assert figure.axes[0].get_legend().get_texts()[0].get_text() == "model: 2 active"
+    with pytest.raises(ValueError, match="kls\\['x'\\]"):
+        plotting.plot_sorted_kl({"x": np.ones((2, 2))})

@@ -430,3 +430,16 @@ def test_quality_report_of_a_conditional_model_scores_generated_digits_against_t
     predicted = digit_classifier.predict(images, verbose=0).argmax(axis=1)
     assert report.sets["generated"].label_agreement == pytest.approx(np.mean(predicted == np.arange(50) % 10))
     assert report.sets["reconstructions"].label_agreement is not None
+
+
+def test_grey_fraction_counts_the_grey_share_of_the_inked_pixels(mnist):
+    images = np.zeros((2, 28, 28, 1), "float32")
+    images[0, :2, :5, 0] = [0.05, 0.5, 0.95, 0.2, 1.0]  # inked: 0.5, 0.95, 0.2, 1.0 (twice each); grey: 0.5, 0.2
+    assert quality.grey_fraction(images) == pytest.approx(0.5)
+    assert quality.grey_fraction(np.zeros((3, 28, 28))) == 0.0
+    (_, _), (x_test, _) = mnist
+    x = x_test[:500]
+    expected = np.sum((x > 0.1) & (x < 0.9)) / np.sum(x > 0.1)
+    assert quality.grey_fraction(x) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="ink=0.9, solid=0.1"):
+        quality.grey_fraction(x, ink=0.9, solid=0.1)

@@ -48,6 +48,9 @@ DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 PRETRAINED_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist.keras"
 PRETRAINED_HISTORY_PATH = PROJECT_DIR / "models" / "vae_mnist_history.csv"
 CLASSIFIER_PATH = PROJECT_DIR / "models" / "digit_classifier.keras"
+# The shipped models of notebook 5: a conditional VAE and a VAE with a 2-D code (models/README.md).
+CONDITIONAL_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist_conditional.keras"
+LATENT2_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist_latent2.keras"
 
 
 def _field(default, help, choices=None):

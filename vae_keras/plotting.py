@@ -158,6 +158,69 @@ def plot_generated_by_digit(model, n=10, seed=None, path=None):
     return figure
 
 
+def plot_generated_side_by_side(models, n=16, seed=0, path=None):
+    """A figure of the digits several models generate from the same seed, one tile per model.
+
+    Args:
+        models: `{title: vae_keras.VAE}`, one panel each, left to right (a conditional
+            model draws the digits 0-9 in turn).
+        n: digits per panel, >= 1 (a square tile of `ceil(sqrt(n))` columns).
+        seed: seed of the codes; models of one latent size decode the same codes.
+        path: where to save the figure; None: not saved.
+
+    Raises:
+        ValueError: for no models or `n` not a positive integer.
+    """
+    if not models:
+        raise ValueError("plot_generated_side_by_side needs at least one model, received none")
+    check_int("n", n)
+    figure = matplotlib.figure.Figure(figsize=(2.6 * len(models), 3.0), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(models)))
+    for axis, (title, model) in zip(axes, models.items()):
+        axis.imshow(tile_images(model.generate(n, seed=seed)), **IMAGE_STYLE)
+        axis.set_title(title, fontsize=10)
+        axis.set_axis_off()
+    save_figure(figure, path)
+    return figure
+
+
+def plot_sorted_kl(kls, threshold=None, path=None):
+    """A figure comparing models' KL per latent dimension, each sorted from largest to smallest.
+
+    Dimensions below `threshold` (the dashed line) are inactive: the encoder
+    leaves them at the prior, whatever the image (posterior collapse where all are).
+
+    Args:
+        kls: `{label: kl}`, each a 1-D array as `analysis.kl_per_dimension` returns.
+        threshold: nats of an active unit; None: `analysis.ACTIVE_THRESHOLD`.
+        path: where to save the figure; None: not saved.
+
+    Raises:
+        ValueError: for no arrays, or an array that is not 1-D and non-empty.
+    """
+    if not kls:
+        raise ValueError("plot_sorted_kl needs at least one array, received none")
+    threshold = analysis.ACTIVE_THRESHOLD if threshold is None else threshold
+    figure = matplotlib.figure.Figure(figsize=(8, 4), layout="constrained")
+    axis = figure.subplots()
+    for label, kl in kls.items():
+        kl = np.asarray(kl, dtype="float64")
+        if kl.ndim != 1 or len(kl) == 0:
+            raise ValueError(f"kls[{label!r}] must be a non-empty 1-D array, received shape {kl.shape}")
+        active = int(analysis.active_units(kl, threshold).sum())
+        # The symlog-free way to show zeros on a log axis: clip at a floor below the threshold.
+        axis.plot(np.arange(1, len(kl) + 1), np.clip(np.sort(kl)[::-1], threshold / 100, None), marker="o",
+                  markersize=3, label=f"{label}: {active} active")
+    axis.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
+    axis.set_yscale("log")
+    axis.set(xlabel="latent dimensions, largest KL first", ylabel="mean KL (nats, log scale)",
+             title=f"KL per latent dimension (dashed: {threshold:g} nats, the active-unit threshold)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=9)
+    save_figure(figure, path)
+    return figure
+
+
 def plot_digit_styles(model, x, y, n=6, seed=None, path=None):
     """For a conditional VAE: `n` test images, each encoded with its digit and decoded as every digit 0-9.
 
