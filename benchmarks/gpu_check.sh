@@ -62,7 +62,7 @@ for backend in $( [ "${UNIT_TESTS:-1}" = 0 ] || echo jax torch ); do
     section "unit tests, KERAS_BACKEND=$backend"
     start=$(now)
     KERAS_BACKEND=$backend VAE_KERAS_BACKEND_CHILD=1 python3 -m pytest -q -p no:cacheprovider -o addopts= -m "not slow_off_tensorflow" \
-        tests/test_layers.py tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_training.py tests/test_pretrained.py \
+        tests/test_layers.py tests/test_losses.py tests/test_metrics.py tests/test_models.py tests/test_training.py tests/test_pretrained.py tests/test_conditional.py \
         2>&1 | tail -n 15 || status=1
     echo "unit tests on $backend: $(python3 -c "print(round($(now) - $start, 1))") s"
 done

@@ -34,14 +34,15 @@ def stream_text(cell):
     return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
 
 
-def test_the_four_notebooks_are_found():
+def test_the_five_notebooks_are_found():
     assert [path.name for path in NOTEBOOKS] == [
         "01_data.ipynb", "02_architecture.ipynb", "03_training.ipynb", "04_visualization.ipynb",
+        "05_beyond_the_reference.ipynb",
     ]
 
 
 # Code cells that only define things (the forty-line VAE, the set-up) print nothing by design.
-SILENT_CELLS = {"03_training.ipynb": {2, 7}}
+SILENT_CELLS = {"03_training.ipynb": {2, 7}, "05_beyond_the_reference.ipynb": {4}}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
@@ -101,3 +102,15 @@ def test_notebook_4_is_stored_from_the_full_run():
     text = "".join(stream_text(cell) for _, cell in code_cells(NOTEBOOK_DIR / "04_visualization.ipynb"))
     assert "Full run" in text and "Quick run" not in text
     assert "k = 1000" in text, "notebook 4's IWAE section did not run to k = 1000"
+
+
+def test_notebook_5_is_stored_from_the_full_run():
+    cells = code_cells(NOTEBOOK_DIR / "05_beyond_the_reference.ipynb")
+    text = "".join(stream_text(cell) for _, cell in cells)
+    assert "Full run: experiments of 10 epochs" in text and "Quick run" not in text
+    # Its explorers are stored with a static figure beside the live widget, for GitHub.
+    widgets = [
+        output for _, cell in cells for output in cell.outputs
+        if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+    ]
+    assert len(widgets) == 2 and all("image/png" in output["data"] for output in widgets)

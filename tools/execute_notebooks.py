@@ -1,4 +1,4 @@
-"""Executes the four notebooks full-length, in order, and stores them with their outputs.
+"""Executes the five notebooks full-length, in order, and stores them with their outputs.
 
 Usage, from the repository root, with the project's virtual environment active:
 
@@ -8,12 +8,14 @@ The notebooks run as a reader runs them in JupyterLab (VAE_KERAS_QUICK unset,
 so notebook 3 trains the full 50 epochs), in the kernel of the Python that runs
 this script, with the notebooks' folder as the working directory. Each is
 written back in place after it ran, so the repository shows the outputs on
-GitHub. Notebook 3's run folder, runs/notebook/, is deleted first so that it
-really trains instead of loading an earlier run (--keep-run keeps it).
+GitHub. Notebook 3's run folder, runs/notebook/, and notebook 5's, runs/beyond/,
+are deleted first so that they really train instead of loading earlier runs
+(--keep-run keeps them).
 Notebook 3 prints the machine it ran on; each notebook's metadata also records
 when and where it was executed, under "vae_keras".
 
-Took 13 minutes on the project's 2-core CPU (2026-12-01), 11.6 of them notebook 3 with its training.
+Took 28 minutes on the project's 2-core CPU (2026-12-01): 12 for notebook 3 with
+its training, 15 for notebook 5 with its five runs.
 A notebook that fails is written with its error and the script stops with
 exit status 1.
 """
@@ -39,9 +41,10 @@ NOTEBOOKS = (
     "02_architecture.ipynb",
     "03_training.ipynb",
     "04_visualization.ipynb",
+    "05_beyond_the_reference.ipynb",
 )
-# Notebook 3's run folder (full run); deleted before it runs unless --keep-run.
-RUN_DIR = REPO / "runs" / "notebook"
+# The run folders of the notebooks that train (full run); deleted before they run unless --keep-run.
+RUN_DIRS = {"03_training.ipynb": REPO / "runs" / "notebook", "05_beyond_the_reference.ipynb": REPO / "runs" / "beyond"}
 # The name of the kernel spec written for this Python (see `_kernel_for_this_python`).
 KERNEL_NAME = "vae-keras-execute"
 
@@ -51,11 +54,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "notebooks", nargs="*", default=list(NOTEBOOKS),
-        help="notebook file names in notebooks/ (default: all four, in order)",
+        help="notebook file names in notebooks/ (default: all five, in order)",
     )
     parser.add_argument(
         "--keep-run", action="store_true",
-        help=f"keep {RUN_DIR.relative_to(REPO)} (notebook 3 then loads a finished run instead of training)",
+        help="keep runs/notebook and runs/beyond (notebooks 3 and 5 then load finished runs instead of training)",
     )
     parser.add_argument(
         "--timeout", type=int, default=None,
@@ -72,9 +75,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as jupyter_dir:
         _kernel_for_this_python(Path(jupyter_dir))
         for name in args.notebooks:
-            if name == "03_training.ipynb" and not args.keep_run and RUN_DIR.exists():
-                print(f"Deleting {RUN_DIR.relative_to(REPO)} so that notebook 3 trains afresh.", flush=True)
-                shutil.rmtree(RUN_DIR)
+            run_dir = RUN_DIRS.get(name)
+            if run_dir is not None and not args.keep_run and run_dir.exists():
+                print(f"Deleting {run_dir.relative_to(REPO)} so that {name} trains afresh.", flush=True)
+                shutil.rmtree(run_dir)
             if not execute(REPO / "notebooks" / name, timeout=args.timeout):
                 return 1
     return 0

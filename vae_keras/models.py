@@ -276,7 +276,7 @@ class VAE(Steps, keras.Model):
         digits = np.asarray(digit)
         if digits.ndim == 0:
             digits = np.full(int(n), digits)
-        if digits.shape != (int(n),) or not np.issubdtype(digits.dtype, np.integer) or isinstance(digit, bool):
+        if digits.shape != (int(n),) or not np.issubdtype(digits.dtype, np.integer):  # booleans are not integers here
             raise ValueError(
                 f"digit must be an integer from 0 to 9 or {n} such integers, received digit={digit!r}"
             )

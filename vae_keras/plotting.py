@@ -208,7 +208,7 @@ def plot_sorted_kl(kls, threshold=None, path=None):
         if kl.ndim != 1 or len(kl) == 0:
             raise ValueError(f"kls[{label!r}] must be a non-empty 1-D array, received shape {kl.shape}")
         active = int(analysis.active_units(kl, threshold).sum())
-        # The symlog-free way to show zeros on a log axis: clip at a floor below the threshold.
+        # A log axis cannot show 0: values are drawn no lower than a hundredth of the threshold.
         axis.plot(np.arange(1, len(kl) + 1), np.clip(np.sort(kl)[::-1], threshold / 100, None), marker="o",
                   markersize=3, label=f"{label}: {active} active")
     axis.axhline(threshold, color="black", linestyle="--", linewidth=0.8)

@@ -218,14 +218,7 @@ def label_agreement(probabilities, labels):
     Raises:
         ValueError: when the shapes do not match.
     """
-    probabilities = _probabilities(probabilities, "probabilities")
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(probabilities):
-        raise ValueError(
-            f"probabilities and labels must have the same length, received {len(probabilities)} "
-            f"and {len(labels)}"
-        )
-    return float(np.mean(probabilities.argmax(axis=1) == labels))
+    return float(np.mean(_hits(probabilities, labels)))
 
 
 def grey_fraction(images, ink=0.1, solid=0.9):
@@ -289,14 +282,8 @@ def digit_agreement(probabilities, labels, num_classes=NUM_CLASSES):
     Raises:
         ValueError: when the shapes do not match.
     """
-    probabilities = _probabilities(probabilities, "probabilities")
     labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(probabilities):
-        raise ValueError(
-            f"probabilities and labels must have the same length, received {len(probabilities)} "
-            f"and {len(labels)}"
-        )
-    hits = probabilities.argmax(axis=1) == labels
+    hits = _hits(probabilities, labels)
     return np.array(
         [hits[labels == digit].mean() if np.any(labels == digit) else np.nan for digit in range(num_classes)]
     )
@@ -514,6 +501,18 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     figure.suptitle(f"The {n} of {pool} generated digits the classifier is least sure of")
     plotting.save_figure(figure, path)
     return figure
+
+
+def _hits(probabilities, labels):
+    """Whether each row's most likely class is its label: a boolean (N,) array, or a ValueError naming the mismatch."""
+    probabilities = _probabilities(probabilities, "probabilities")
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(probabilities):
+        raise ValueError(
+            f"probabilities and labels must have the same length, received {len(probabilities)} "
+            f"and {len(labels)}"
+        )
+    return probabilities.argmax(axis=1) == labels
 
 
 def _symmetric_sqrt(matrix):
