@@ -217,6 +217,21 @@ class VAE(Steps, keras.Model):
         z = self.sampling((z_mean, z_log_var))
         return self.decode(z, labels, training=training)
 
+    def join_inputs(self, x, labels=None):
+        """What the model is fed for images or codes `x` and their digits: `x`, or `(x, labels)` (int32) for a conditional model.
+
+        The inverse of `split_inputs`; `in_batches(model.decode, model.join_inputs(codes, labels), 1_000)`
+        decodes with the digits where the model takes them.
+
+        Raises:
+            ValueError: for a conditional model without `labels`.
+        """
+        if not self.conditional:
+            return x
+        if labels is None:
+            raise ValueError("This VAE is conditional: it needs the digits (labels), integers 0-9, one per row")
+        return x, np.asarray(labels).astype("int32")
+
     def split_inputs(self, inputs):
         """`(images, labels)` from what the model is fed: the images, or `(images, labels)` for a conditional model."""
         if isinstance(inputs, (tuple, list)):
@@ -287,11 +302,7 @@ class VAE(Steps, keras.Model):
 
     def decode_codes(self, codes, labels=None, batch_size=1_000):
         """`decode` over many codes (and their digits), `batch_size` at a time; NumPy float32 (n, 28, 28, 1)."""
-        if self.conditional:
-            if labels is None:
-                raise ValueError("This VAE is conditional: decode_codes needs the digits (labels) to draw")
-            return in_batches(self.decode, (codes, labels), batch_size)
-        return in_batches(self.decode, codes, batch_size)
+        return in_batches(self.decode, self.join_inputs(codes, labels), batch_size)
 
     def loss_terms(self, inputs, training=False):
         """Per-image ELBO loss and its terms for a batch, z sampled: `losses.loss_terms`.

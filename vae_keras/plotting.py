@@ -697,8 +697,7 @@ def _two_per_digit_reconstructed(model, x, y, seed, function):
     digits = np.array([digit for _ in range(2) for digit in range(10)], dtype="int32")
     originals = x[np.array([rng.choice(by_digit[digit]) for digit in digits])]
     with model.sampling.seeded(seed):
-        inputs = (originals, digits) if model.conditional else originals
-        reconstructions = ops.convert_to_numpy(model(inputs, training=False))
+        reconstructions = ops.convert_to_numpy(model(model.join_inputs(originals, digits), training=False))
     return digits, originals, reconstructions
 
 

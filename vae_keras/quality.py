@@ -309,7 +309,7 @@ def requested_digit_agreement(model, classifier, n=1_000, seed=0, batch_size=BAT
         raise ValueError("requested_digit_agreement needs a conditional VAE; this model is unconditional")
     check_int("n", n)
     labels = np.repeat(np.arange(NUM_CLASSES), n).astype("int32")
-    images = model.decode_codes(model.prior_codes(len(labels), seed), labels, batch_size)
+    images = model.generate(len(labels), seed=seed, batch_size=batch_size, digit=labels)
     _, probabilities = _classify(classifier, images, batch_size)
     return digit_agreement(probabilities, labels)
 
@@ -383,7 +383,6 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
     n = int(n)
     x_test, y_test = x_test[:n], np.asarray(y_test[:n])
     training_indices = np.sort(np.random.default_rng([seed, 1]).choice(len(x_train), size=n, replace=False))
-    codes, asked = model.prior_codes(n, seed), model.prior_labels(n)
 
     outputs = {
         "test images": (_classify(classifier, x_test, batch_size), y_test),
@@ -394,7 +393,10 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
         "reconstructions": (
             _classify(classifier, _reconstructions(model, x_test, y_test, batch_size), batch_size), y_test
         ),
-        "generated": (_classify(classifier, model.decode_codes(codes, asked, batch_size), batch_size), asked),
+        "generated": (
+            _classify(classifier, model.generate(n, seed=seed, batch_size=batch_size), batch_size),
+            model.prior_labels(n),  # the digits a conditional model was asked for; None for others
+        ),
     }
     test_statistics = feature_statistics(outputs["test images"][0][0])
     sets = {}
@@ -483,11 +485,11 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     """
     check_int("pool", pool)
     check_int("n", n, maximum=pool, maximum_is="the pool")
-    codes, asked = model.prior_codes(pool, seed), model.prior_labels(pool)
-    _, probabilities = _classify(classifier, model.decode_codes(codes, asked, BATCH_SIZE), BATCH_SIZE)
+    images, asked = model.generate(pool, seed=seed, batch_size=BATCH_SIZE), model.prior_labels(pool)
+    _, probabilities = _classify(classifier, images, BATCH_SIZE)
     top = probabilities.max(axis=1)
     order = np.argsort(top, kind="stable")[:n]
-    shown = model.decode_codes(codes[order], None if asked is None else asked[order])
+    shown = images[order]
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     figure = matplotlib.figure.Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4), layout="constrained")
@@ -552,13 +554,11 @@ def _probabilities(probabilities, name, num_classes=None):
 def _reconstructions(model, images, labels=None, batch_size=BATCH_SIZE):
     """Reconstructions of images through the means of their codes, float32 (N, 28, 28, 1); labels: for a conditional model."""
     images = plotting.check_images(images)
-    if not getattr(model, "conditional", False):
+    if not getattr(model, "conditional", False):  # also any object with encode and decode
         return in_batches(lambda batch: model.decode(model.encode(batch)[0]), images, batch_size)
-    if labels is None:
-        raise ValueError("This VAE is conditional: its reconstructions need the images' labels")
     return in_batches(
         lambda batch, digits: model.decode(model.encode(batch, digits)[0], digits),
-        (images, np.asarray(labels).astype("int32")), batch_size,
+        model.join_inputs(images, labels), batch_size,
     )
 
 

@@ -78,7 +78,7 @@ class Run:
         model: the compiled `VAE`.
         batches: the `EpochBatches` of the training images.
         x_test: the test images of the per-epoch test ELBO.
-        y_test: their labels, for a conditional model; else None.
+        y_test: their labels (a conditional model is fed them).
         monitor: the run's `TrainingMonitor`.
         callbacks: every callback `fit` gets, the monitor included.
         initial_epoch: the first epoch to train (0-based; after a resume, the
@@ -116,14 +116,11 @@ class Run:
                 steps_per_epoch=self.batches.steps,
                 initial_epoch=self.initial_epoch,
                 epochs=self.config.epochs if epochs is None else epochs,
-                validation_data=(self._validation_inputs(),) if validate else None,
+                validation_data=(self.model.join_inputs(self.x_test, self.y_test),) if validate else None,
                 validation_batch_size=self.config.eval_batch_size,
                 callbacks=self.callbacks,
                 verbose=verbose,
             )
-
-    def _validation_inputs(self):
-        return self.x_test if self.y_test is None else (self.x_test, self.y_test)
 
 
 def build_run(config, data=None, device=None, output_dir=None, resume=None, callbacks=(), verbose=1):
@@ -173,7 +170,7 @@ def build_run(config, data=None, device=None, output_dir=None, resume=None, call
         model=model,
         batches=batches,
         x_test=x_test[: config.test_size],
-        y_test=y_test[: config.test_size] if config.conditional else None,
+        y_test=y_test[: config.test_size],
         monitor=monitor,
         callbacks=[*run_callbacks, *callbacks],
         initial_epoch=resume.epoch if resume is not None else 0,
@@ -275,6 +272,5 @@ def evaluate(model, x, y=None, batch_size=2_000, verbose=0):
         raise ValueError("This VAE is conditional: evaluate needs the images' labels (y=...)")
     if not model.compiled:
         model.compile(optimizer=keras.optimizers.Adam())
-    inputs = (x, np.asarray(y).astype("int32")) if model.conditional else x
-    results = model.evaluate(inputs, batch_size=batch_size, verbose=verbose, return_dict=True)
+    results = model.evaluate(model.join_inputs(x, y), batch_size=batch_size, verbose=verbose, return_dict=True)
     return {name: float(results[name]) for name in ("elbo", "reconstruction_loss", "kl_loss")}
