@@ -218,7 +218,7 @@ def test_log_importance_weights_of_a_bernoulli_decoder_use_the_cross_entropy():
 
 def test_iwae_bound_of_a_conditional_bernoulli_vae_with_one_sample_is_its_elbo_loss(mnist):
     (_, _), (x_test, y_test) = mnist
-    model = vae_keras.VAE(latent_dim=4, seed=0, likelihood="bernoulli", conditional=True)
+    model = vae_keras.ConditionalVAE(latent_dim=4, seed=0, likelihood="bernoulli")
     x, y = x_test[:64], y_test[:64]
     model.compile()
     elbo = np.mean([vae_keras.evaluate(model, x, y)["elbo"] for _ in range(10)])

@@ -63,7 +63,7 @@ def test_without_a_kernel_a_static_figure_stands_in(images):
 
 
 def test_a_conditional_model_gets_a_digit_selector_that_redraws_the_same_code(images):
-    model = vae_keras.VAE(latent_dim=2, seed=0, conditional=True)
+    model = vae_keras.ConditionalVAE(latent_dim=2, seed=0)
     widget = explorer.LatentExplorer(model, digit=3)
     assert widget.digit_selector.options == tuple(range(10)) and widget.digit_selector.value == 3
     widget.sliders[0].value = 1.0
@@ -76,7 +76,7 @@ def test_a_conditional_model_gets_a_digit_selector_that_redraws_the_same_code(im
     with pytest.raises(ValueError, match="digit=10"):
         explorer.LatentExplorer(model, digit=10)
     (_, _), (x_test, y_test) = vae_keras.load_mnist()
-    wide = vae_keras.VAE(latent_dim=6, seed=0, conditional=True)
+    wide = vae_keras.ConditionalVAE(latent_dim=6, seed=0)
     with pytest.raises(ValueError, match="pass y"):
         explorer.LatentExplorer(wide, x_test[:50])
     assert len(explorer.LatentExplorer(wide, x_test[:50], y=y_test[:50]).sliders) == 2

@@ -40,7 +40,7 @@ def test_latent_dim_changes_sizes():
 @pytest.mark.parametrize("latent_dim", [0, -1, 1.5, "20"])
 def test_invalid_latent_dim(latent_dim):
     with pytest.raises(ValueError, match=f"latent_dim={latent_dim!r}"):
-        build_encoder(latent_dim)
+        vae_keras.VAEConfig(latent_dim=latent_dim)
 
 
 def test_mismatched_encoder_and_decoder():

@@ -20,6 +20,7 @@ TENSORFLOW_NOISE = (
     "cudart_stub",
     "use_unbounded_threadpool",
     "absl::InitializeLog",
+    "retracing",
 )
 
 

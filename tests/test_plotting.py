@@ -1,6 +1,7 @@
 """Tests for vae_keras.plotting and the command line's generate and figures commands."""
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -264,6 +265,74 @@ def test_generated_writes_png(model, tmp_path):
     assert_png(path)
 
 
+def levels(tile, scale):
+    """An independent reference: values in [0, 1] as 8-bit levels, each pixel enlarged `scale` times."""
+    return np.round(np.asarray(tile) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
+
+
+@pytest.mark.parametrize("n, scale", [(7, 560 // (28 * 3)), (10, 560 // (28 * 4))])
+def test_write_generated_is_the_tile_of_generate(model, tmp_path, n, scale):
+    from PIL import Image
+
+    path, size = plotting.write_generated(model, n, tmp_path / "digits", seed=3)
+    assert path == tmp_path / "digits.png" and path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        assert image.mode == "L" and image.size == size
+        np.testing.assert_array_equal(np.asarray(image), levels(plotting.tile_images(model.generate(n, seed=3)), scale))
+
+
+def test_write_generated_tiles_colour_images_of_any_shape(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    class ColourModel:  # what the writer asks of a model, with 5 x 4 colour images
+        latent_dim = 2
+        decoder = SimpleNamespace(output_shape=(None, 5, 4, 3))
+
+        def prior_labels(self, n, digit=None):
+            return None
+
+        def decode_codes(self, codes, labels=None, batch_size=None):
+            colours = 1 / (1 + np.exp(-codes[:, None, None, :1] * np.array([1.0, -1.0, 2.0])))
+            return np.broadcast_to(colours, (len(codes), 5, 4, 3)).astype("float32")
+
+    model = ColourModel()
+    path, size = plotting.write_generated(model, 7, tmp_path / "colour.png", seed=1)
+    expected = levels(plotting.tile_images(model.decode_codes(np.random.default_rng(1).standard_normal((7, 2)))),
+                      560 // (4 * 3))
+    with Image.open(path) as image:
+        assert image.mode == "RGB" and size == (expected.shape[1], expected.shape[0])
+        np.testing.assert_array_equal(np.asarray(image), expected)
+
+
+def test_write_generated_writes_jpeg_and_refuses_folders_and_other_suffixes(model, tmp_path, monkeypatch):
+    from PIL import Image
+
+    for name in ("digits.jpg", "digits.JPEG"):
+        path, size = plotting.write_generated(model, 5, tmp_path / name, seed=0)
+        assert path.read_bytes()[:2] == b"\xff\xd8"
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.size == size == (504, 336)
+    monkeypatch.chdir(tmp_path)
+    for folder in (".", "..", str(tmp_path), f"{tmp_path}/", "new_folder/"):
+        with pytest.raises(ValueError, match=f"^'{re.escape(folder)}' is a folder; give a file name"):
+            plotting.write_generated(model, 4, folder)
+    with pytest.raises(ValueError, match=r"^'digits.gif' has the suffix '.gif'; write one of .png, .jpg, .jpeg$"):
+        plotting.write_generated(model, 4, "digits.gif")
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["digits.JPEG", "digits.jpg"]
+
+
+def test_save_image_writes_grey_and_colour_levels(tmp_path):
+    from PIL import Image
+
+    grey = np.linspace(0, 1, 12, dtype="float32").reshape(3, 4)
+    for array, mode in [(grey, "L"), (grey[..., None], "L"), (np.stack([grey, 1 - grey, grey], axis=-1), "RGB")]:
+        with Image.open(plotting.save_image(array, tmp_path / "image")) as image:
+            assert image.mode == mode
+            np.testing.assert_array_equal(np.asarray(image), levels(np.squeeze(array), 1))
+
+
 # Interpolation
 
 
@@ -408,7 +477,7 @@ def test_save_all_figures_adds_the_latent_plane_for_a_2d_model(tmp_path):
 
 
 def test_the_figures_of_a_conditional_model(tmp_path):
-    model = vae_keras.VAE(latent_dim=3, seed=0, conditional=True)
+    model = vae_keras.ConditionalVAE(latent_dim=3, seed=0)
     written = plotting.save_all_figures(model, tmp_path, seed=0)
     assert [path.name for path in written] == [
         "reconstructions.png", "latent_space.png", "generated.png", "digit_styles.png"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import vae_keras
-from vae_keras import config, records, training
+from vae_keras import config, run_folder, training
 
 HISTORY = config.PRETRAINED_HISTORY_PATH
 
@@ -37,7 +37,7 @@ def test_pretrained_model_is_trained(pretrained, mnist):
 
 
 def test_pretrained_history_matches_the_reference_protocol():
-    history = records.read_history(HISTORY)
+    history = run_folder.read_history(HISTORY)
     assert history["epoch"] == list(range(1, 51))
     assert all(np.isfinite(history["val_elbo"]))
     # Within a few tenths of the reference at the end, as a reproduction should be.

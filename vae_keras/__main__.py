@@ -9,7 +9,7 @@ import dataclasses
 import sys
 import time
 
-from vae_keras import classifier, plotting, quality, records, training
+from vae_keras import classifier, plotting, quality, run_folder, training
 from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED
 from vae_keras.config import AUTO_BOOL, PRETRAINED_MODEL_PATH, VAEConfig
@@ -41,8 +41,8 @@ def _train(args):
     except training.TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    print(f"Saved the model to {result.output_dir / records.MODEL_FILE}")
-    print(f"Saved the per-epoch history to {result.output_dir / records.HISTORY_FILE}")
+    print(f"Saved the model to {result.output_dir / run_folder.MODEL_FILE}")
+    print(f"Saved the per-epoch history to {result.output_dir / run_folder.HISTORY_FILE}")
     return 0
 
 
@@ -68,13 +68,14 @@ def _generate(args):
     model = load_vae(args.model)
     path, (width, height) = plotting.write_generated(model, args.n, args.out, seed=args.seed, digit=args.digit)
     what = "generated digits" if args.digit is None else f"generated {args.digit}s"
-    print(f"Saved {args.n} {what} to {path} ({width} x {height} pixels)")
+    file_format = plotting.IMAGE_FORMATS[path.suffix.lower()]
+    print(f"Saved {args.n} {what} to {path} ({file_format}, {width} x {height} pixels)")
     return 0
 
 
 def _figures(args):
     model = load_vae(args.model)
-    history = args.history if args.history is not None else records.history_beside(args.model)
+    history = args.history if args.history is not None else run_folder.history_beside(args.model)
     written = plotting.save_all_figures(
         model, args.out_dir, history_path=history, seed=args.seed, data_dir=args.data_dir
     )
@@ -144,7 +145,9 @@ def _parser():
     generate.add_argument(
         "--n", type=_positive_int, default=25, help="number of digits, at most 1,000,000 (default: %(default)s)"
     )
-    generate.add_argument("--out", default="generated.png", help="PNG file to write (default: %(default)s)")
+    generate.add_argument(
+        "--out", default="generated.png", help="the .png (or no suffix) or .jpg / .jpeg file (default: %(default)s)"
+    )
     generate.add_argument("--seed", type=_seed_int, default=None, help="seed of the codes")
     generate.add_argument(
         "--digit", type=_int_at_least(0, "a digit from 0 to 9", maximum=9), default=None,

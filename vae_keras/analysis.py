@@ -5,8 +5,9 @@ import math
 import numpy as np
 from keras import ops
 
+from vae_keras import losses
 from vae_keras.checks import check_int, check_number
-from vae_keras.models import in_batches
+from vae_keras.data import in_batches
 
 # Images x samples decoded per decoder call in `iwae_bound`: bounds the memory
 # (10,000 MNIST decodings are 31 MB of float32).
@@ -46,10 +47,9 @@ def log_importance_weights(x, x_pred, z, z_mean, z_log_var, likelihood="gaussian
             "z, z_mean and z_log_var must all have shape (n, latent_dim) with n the number of "
             f"images ({len(x)}), received {z.shape}, {z_mean.shape} and {z_log_var.shape}"
         )
-    if likelihood == "bernoulli":  # x_pred holds logits l: log p(x|z) = x l - log(1 + e^l)
-        log_likelihood = (x * x_pred - np.logaddexp(0.0, x_pred)).reshape(len(x), -1).sum(axis=1)
-    else:
-        log_likelihood = -0.5 * np.square(x_pred - x).reshape(len(x), -1).sum(axis=1)
+    # The ELBO's reconstruction term is -log p(x|z) up to the constant the loss leaves out.
+    reconstruction = losses.bernoulli_reconstruction_loss if likelihood == "bernoulli" else losses.reconstruction_loss
+    log_likelihood = -ops.convert_to_numpy(reconstruction(x, x_pred)).astype("float64")
     log_prior = -0.5 * np.square(z).sum(axis=1)
     log_posterior = -0.5 * (z_log_var + np.square(z - z_mean) * np.exp(-z_log_var)).sum(axis=1)
     return log_likelihood + log_prior - log_posterior
@@ -137,8 +137,8 @@ def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE, labels=None):
     if len(x) == 0:
         raise ValueError(f"kl_per_dimension needs at least one image, received x of shape {x.shape}")
     z_mean, z_log_var = encode(model, x, labels, batch_size=batch_size)
-    z_mean, z_log_var = z_mean.astype("float64"), z_log_var.astype("float64")
-    return (-0.5 * (1.0 + z_log_var - np.square(z_mean) - np.exp(z_log_var))).mean(axis=0)
+    terms = losses.kl_per_dimension_terms(z_mean.astype("float64"), z_log_var.astype("float64"))
+    return ops.convert_to_numpy(terms).astype("float64").mean(axis=0)
 
 
 def active_units(kl, threshold=ACTIVE_THRESHOLD):

@@ -1,12 +1,10 @@
-"""Everything that differs between Keras' backends, side by side: start-up, train steps, devices, compilation.
+"""What differs between Keras' backends besides the train step: start-up, devices, determinism, compilation.
 
 Keras 3 runs the same model on TensorFlow, JAX and PyTorch; the backend is
 chosen when Keras is first imported, from `KERAS_BACKEND` (else
-`~/.keras/keras.json`, else TensorFlow), and cannot change afterwards. This is
-the only module of the package that asks which backend runs: a custom
-`train_step` computes gradients the backend's own way (keras.io's guides
-"Customizing what happens in fit()"), and devices, determinism and compilation
-are each backend's own. The loss itself is written once, in `keras.ops`.
+`~/.keras/keras.json`, else TensorFlow), and cannot change afterwards. The
+train steps, each backend's own way of computing gradients, are in
+`models.py`, beside the model; everything else that asks which backend runs is here.
 """
 
 import contextlib
@@ -55,11 +53,14 @@ try:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
+            # Its Python warnings too ("triggered tf.function retracing": each run here
+            # builds a new model, so a session that trains several traces several times).
+            tf.get_logger().setLevel("ERROR")
         elif BACKEND == "jax":  # only the active backend's library: TensorFlow need not be installed
             import jax
         elif BACKEND == "torch":
             import torch
-except ImportError as error:
+except (ImportError, ValueError) as error:  # ValueError: a backend name Keras does not know
     _wanted = os.environ.get("KERAS_BACKEND", "the backend of ~/.keras/keras.json")
     _message = (
         f"Keras could not start on {_wanted} ({type(error).__name__}: {error}). Install it "
@@ -79,88 +80,17 @@ if BACKEND not in BACKENDS:
     )
 
 
-class TensorFlowSteps:
-    """Train and test steps for the TensorFlow backend: `tf.GradientTape`."""
+def check_floatx():
+    """Refuses, in one line, a Keras whose default float type is not float32 (`floatx` of ~/.keras/keras.json).
 
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss, terms = self.loss_and_terms(x, training=True)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self.update_metrics(terms)
-
-    def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        _, terms = self.loss_and_terms(x, training=False)
-        return self.update_metrics(terms)
-
-
-class JAXSteps:
-    """Train and test steps for the JAX backend: pure functions of the model's state.
-
-    JAX differentiates functions, not objects: Keras hands the step every
-    variable's value in `state` and takes the new values back.
-    `keras.StatelessScope` lets the ordinary `loss_and_terms` and
-    `update_metrics` run on those values.
+    The reference computes in float32; half precision is `VAEConfig(precision="mixed_bfloat16")`.
     """
-
-    def train_step(self, state, data):
-        trainable, non_trainable, optimizer_variables, metrics_variables = state
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        gradient_fn = jax.value_and_grad(self.stateless_loss_and_terms, has_aux=True)
-        (_, (terms, non_trainable)), gradients = gradient_fn(trainable, non_trainable, x, training=True)
-        trainable, optimizer_variables = self.optimizer.stateless_apply(
-            optimizer_variables, gradients, trainable
+    if keras.config.floatx() != "float32":
+        raise ValueError(
+            f"Keras' floatx is {keras.config.floatx()!r} (set in ~/.keras/keras.json or by keras.config.set_floatx); "
+            "vae_keras computes in float32: set \"floatx\": \"float32\" (for half precision use "
+            "--precision mixed_bfloat16)"
         )
-        logs, metrics_variables = self.stateless_update_metrics(metrics_variables, terms)
-        return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
-
-    def test_step(self, state, data):
-        trainable, non_trainable, metrics_variables = state
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        _, (terms, non_trainable) = self.stateless_loss_and_terms(trainable, non_trainable, x)
-        logs, metrics_variables = self.stateless_update_metrics(metrics_variables, terms)
-        return logs, (trainable, non_trainable, metrics_variables)
-
-    def stateless_loss_and_terms(self, trainable, non_trainable, x, training=False):
-        """`loss_and_terms` as a pure function of the variables' values (for `jax.value_and_grad`)."""
-        variables = [*self.trainable_variables, *self.non_trainable_variables]
-        with keras.StatelessScope(state_mapping=list(zip(variables, [*trainable, *non_trainable]))) as scope:
-            loss, terms = self.loss_and_terms(x, training=training)
-        # The sampling layer's noise generator advanced: its new state is returned, not assigned.
-        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
-        return loss, (terms, non_trainable)
-
-    def stateless_update_metrics(self, metrics_variables, terms):
-        """`update_metrics` on the metrics' values; returns the logs and the new values."""
-        with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, metrics_variables))) as scope:
-            logs = self.update_metrics(terms)
-        return logs, [scope.get_current_value(v) for v in self.metrics_variables]
-
-
-class TorchSteps:
-    """Train and test steps for the PyTorch backend: autograd's `backward`."""
-
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.zero_grad()
-        loss, terms = self.loss_and_terms(x, training=True)
-        loss.backward()
-        gradients = [variable.value.grad for variable in self.trainable_weights]
-        with torch.no_grad():
-            self.optimizer.apply(gradients, self.trainable_weights)
-        return self.update_metrics(terms)
-
-    def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with torch.no_grad():
-            _, terms = self.loss_and_terms(x, training=False)
-        return self.update_metrics(terms)
-
-
-# The steps `VAE` inherits: those of the backend Keras runs on.
-Steps = {"tensorflow": TensorFlowSteps, "jax": JAXSteps, "torch": TorchSteps}[BACKEND]
 
 
 def backend_version():

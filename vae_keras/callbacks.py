@@ -1,6 +1,8 @@
-"""The callbacks of a training run: the reference's per-epoch protocol, crash-safe checkpoints, decoded samples."""
+"""The callbacks of a training run, one job each: the epoch's noise and KL weight, the reference's line, stopping, decoded samples."""
 
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -9,135 +11,134 @@ import matplotlib.figure
 import numpy as np
 from keras import ops
 
-from vae_keras import plotting, records
+from vae_keras import plotting
 from vae_keras.checks import check_int
 
 
-class TrainingMonitor(keras.callbacks.Callback):
-    """The reference protocol per epoch: noise stream, timing without the test pass, its line, the model saved.
+class EpochStart(keras.callbacks.Callback):
+    """Sets what depends on the epoch alone at its start, so that a resumed run repeats an uninterrupted one.
 
-    Each epoch's sampling noise is a stream of the seed and the epoch, so a
-    resumed run repeats an uninterrupted one. A NaN loss stops training and
-    keeps the last good model.
-
-    Args:
-        batches: the `EpochBatches` being trained on, or None.
-        seed: the run's seed.
-        model_path: where to save the model after each epoch, or None.
-        verbose: print the per-epoch line.
+    The sampling noise restarts from a stream of the seed and the epoch, and a
+    KL warm-up's weight is `beta * min(1, epoch / kl_warmup_epochs)`.
     """
 
-    def __init__(self, batches=None, seed=0, model_path=None, verbose=True):
+    def __init__(self, seed):
         super().__init__()
-        self.batches = batches
         self.seed = seed
-        self.model_path = model_path
-        self.verbose = verbose
-        self.nan_at = None
-        self._epoch = 0
-        self._epoch_start = None
-        self._last_batch_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.batches is not None and self._epoch_start is None:
-            self.batches.first_epoch = epoch  # a resumed run starts after epoch 0
-        sampling = getattr(self.model, "sampling", None)
-        if sampling is not None:
-            sampling.reseed(self.seed, stream=epoch)
-        if hasattr(self.model, "start_epoch"):
-            self.model.start_epoch(epoch)
-        self._epoch = epoch
-        self._epoch_start = time.perf_counter()
-        self._last_batch_end = None
+        self.model.sampling.reseed(self.seed, stream=epoch)
+        if self.model.kl_weight is not None:
+            self.model.kl_weight.assign(kl_weight_at(self.model, epoch))
+
+
+def kl_weight_at(model, epoch):
+    """The KL term's weight in epoch `epoch` (0-based): beta, reached linearly over the warm-up's epochs."""
+    if not model.kl_warmup_epochs:
+        return model.beta
+    return model.beta * min(1.0, epoch / model.kl_warmup_epochs)
+
+
+class ReferenceLine(keras.callbacks.Callback):
+    """Times each epoch's training without its test pass, logs it as `epoch_seconds` and prints the reference's line."""
+
+    def __init__(self, verbose=True):
+        super().__init__()
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._end = time.perf_counter(), None
 
     def on_train_batch_end(self, batch, logs=None):
-        self._last_batch_end = time.perf_counter()
-        loss = (logs or {}).get("elbo")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.nan_at = (self._epoch, batch)
-            self.model.stop_training = True
+        self._end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        end = self._last_batch_end or time.perf_counter()
-        logs["epoch_seconds"] = end - self._epoch_start
-        if self.nan_at is not None:
-            return
-        test_elbo = logs.get("val_elbo")
-        if self.verbose and test_elbo is not None:
+        logs["epoch_seconds"] = (self._end or time.perf_counter()) - self._start
+        if self.verbose and logs.get("val_elbo") is not None:
             print(
-                f"Epoch : {epoch + 1} Test ELBO loss = {float(test_elbo):.4f}. "
+                f"Epoch : {epoch + 1} Test ELBO loss = {float(logs['val_elbo']):.4f}. "
                 f"Time taken for epoch = {logs['epoch_seconds']:.4f}s",
                 flush=True,
             )
-        if self.model_path is not None:
-            records.save_model(self.model, self.model_path)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves each finished epoch as one verified checkpoint folder, all there or not there (docs/crash-safety.md).
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training when it can no longer learn: a NaN or infinite loss, or a dead decoder.
 
-    Args:
-        output_dir: the run folder.
-        identity: the run's `records.run_identity`, recorded in every checkpoint.
-        monitor: the run's `TrainingMonitor` (no checkpoint after a NaN loss).
-        resume: the `records.Checkpoint` to load when training begins, or None.
-        steps_per_epoch: batches per epoch, to check the loaded optimizer's step count.
+    A decoder is dead when it draws one flat image for every code (its units
+    output 0 whatever they are given), as a too-high learning rate leaves it;
+    no gradient reaches it again, so the run would end with a model that draws
+    grey squares. The epoch that showed it is not kept.
+
+    Attributes:
+        problem: None, or what happened, for the error `train` raises.
     """
 
-    def __init__(self, output_dir, identity, monitor, resume=None, steps_per_epoch=None):
+    def __init__(self, learning_rate=None):
         super().__init__()
-        self.output_dir = Path(output_dir)
-        self.identity = identity
-        self.monitor = monitor
-        self.resume = resume
-        self.rows = list(resume.history) if resume is not None else []
-        self.steps_per_epoch = steps_per_epoch
+        self.learning_rate = learning_rate
+        self.problem = None
+        self._epoch = 0
 
-    def on_train_begin(self, logs=None):
-        if self.resume is not None:
-            restore(self.model, self.resume, self.steps_per_epoch, self.output_dir / records.MODEL_FILE)
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("elbo")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"the loss became NaN or infinite at epoch {self._epoch + 1}, batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitor.nan_at is not None:
-            return
-        row = {"epoch": epoch}
-        row.update({name: float(value) for name, value in sorted((logs or {}).items())})
-        self.rows.append(row)
-        records.write_checkpoint(self.model, self.output_dir, epoch + 1, self.rows, self.identity)
-        records.write_history(self.output_dir / records.HISTORY_FILE, self.rows)
+        if self.problem is None:
+            codes = self.model.prior_codes(16, seed=0)
+            images = self.model.decode_codes(codes, self.model.prior_labels(16))
+            if np.ptp(images) < 1e-6:
+                self._stop(
+                    f"after epoch {epoch + 1} the decoder draws the same flat image (grey level "
+                    f"{float(images.flat[0]):.3f}) for every code: its units died and cannot learn again"
+                )
+
+    def _stop(self, problem):
+        self.problem = problem + f" (learning_rate={self.learning_rate}; too high a learning rate is the usual cause)"
+        self.model.stop_training = True
 
 
-def restore(model, checkpoint, steps_per_epoch=None, model_path=None):
-    """Loads a verified `records.Checkpoint` into a compiled model: weights, Adam's moments and step count.
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Turns a Ctrl-C (SIGINT) during `fit` into a `KeyboardInterrupt` at the next batch's end, never lost.
 
-    A missing `model_path` (the run's `vae.keras`) is rebuilt from it, as the history is.
-
-    Raises:
-        ValueError: the state file cannot be loaded, or holds another number of steps.
+    Python runs a signal handler wherever the main thread is, a garbage-collector
+    callback included, and an exception raised there is printed and ignored
+    (JAX's `_xla_gc_callback` swallowed one in 32 Ctrl-Cs). This handler only
+    records the signal; the callback raises it where `fit` can stop. A second
+    Ctrl-C interrupts at once. Use as a context manager around `fit`.
     """
-    optimizer = model.optimizer
-    if not optimizer.built:
-        # Adam's moments exist only once built; unbuilt, Keras would skip
-        # loading them with a warning and resume with a fresh Adam.
-        optimizer.build(model.trainable_variables)
-    try:
-        model.load_weights(checkpoint.state)
-    except Exception as error:  # h5py and Keras raise many types for a damaged file
-        raise ValueError(
-            f"{checkpoint.state} could not be loaded ({type(error).__name__}: {error}). "
-            f"Choose another output folder, or {records.START_AFRESH}"
-        ) from None
-    steps = int(ops.convert_to_numpy(optimizer.iterations))
-    if steps_per_epoch and steps != checkpoint.epoch * steps_per_epoch:
-        raise ValueError(
-            f"{checkpoint.state} holds an optimizer after {steps} steps, not the "
-            f"{checkpoint.epoch * steps_per_epoch} of its {checkpoint.epoch} epochs; it does not "
-            f"belong to this run. Choose another output folder, or {records.START_AFRESH}"
-        )
-    if model_path is not None and not Path(model_path).is_file():
-        records.save_model(model, model_path)
-        print(f"Rebuilt {model_path} from the checkpoint of epoch {checkpoint.epoch}.")
+
+    def __init__(self):
+        super().__init__()
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exception):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def _handler(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def _check(self, *args, **kwargs):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = _check
 
 
 class DecodedSamples(keras.callbacks.Callback):

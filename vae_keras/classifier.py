@@ -6,12 +6,12 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from vae_keras import records
+from vae_keras.files import load_keras_file, write_atomically, write_bytes
 from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.config import CLASSIFIER_PATH, NUM_CLASSES
 from vae_keras.data import load_mnist
-from vae_keras.models import IMAGE_SHAPE, load_keras_file
+from vae_keras.models import IMAGE_SHAPE
 
 # Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
 FEATURES_LAYER = "features"
@@ -89,7 +89,7 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
     # A copy without the optimizer: a third of the size, and all that inference needs.
     inference_copy = build_classifier(name=classifier.name)
     inference_copy.set_weights(classifier.get_weights())
-    records.save_model(inference_copy, path)
+    write_atomically(path, inference_copy.save)
     config = {
         "epochs": epochs,
         "seed": seed,
@@ -101,7 +101,7 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
         "backend": BACKEND,
         "keras_version": keras.__version__,
     }
-    records.write_atomically(config_path, lambda temporary: temporary.write_text(json.dumps(config, indent=2) + "\n"))
+    write_bytes(config_path, (json.dumps(config, indent=2) + "\n").encode())
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),

@@ -372,31 +372,8 @@ def _scale(images):
     )
 
 
-def _load_with_keras(data_dir, file_names):
-    """The fallback when `data_dir` holds none of the files: Keras' copy."""
-    print(
-        f"MNIST files not found in {data_dir}; loading them with "
-        f"keras.datasets.mnist.load_data() (downloads when not cached)."
-    )
-    try:
-        return keras.datasets.mnist.load_data()
-    except Exception as error:
-        raise _fail(
-            data_dir,
-            f"the MNIST files are missing: none of {', '.join(file_names)} "
-            f"is in this folder, and keras.datasets.mnist.load_data() failed "
-            f"({type(error).__name__}: {error}). Put the four files "
-            f"(gzip-compressed or not) in {data_dir}, or pass data_dir= "
-            f"the folder that holds them.",
-            MissingDataError,
-        ) from error
-
-
 def load_mnist(data_dir=None, verify=True):
-    """Loads MNIST from its four IDX files (gzip-compressed or not), scaled to [0, 1].
-
-    Where the folder holds none of the files, Keras' copy is used
-    (`keras.datasets.mnist.load_data()`, which downloads it once) and a line says so.
+    """Loads MNIST from its four IDX files (gzip-compressed or not), scaled to [0, 1]; nothing is downloaded.
 
     Args:
         data_dir: the folder with the four files; None: the project's `data/`.
@@ -407,60 +384,30 @@ def load_mnist(data_dir=None, verify=True):
         [0, 1] and uint8 labels (N,); N = 60,000 and 10,000.
 
     Raises:
-        MissingDataError: the folder or some of the files are missing (or all, and Keras' copy too).
+        MissingDataError: the folder or some (or all) of the files are missing; it names them.
         DataError: a file is corrupt, truncated, fails its checksum, or holds the wrong arrays.
     """
-    if data_dir is not None and not Path(data_dir).is_dir():
-        # A folder named by the caller that does not exist is a typo, not a
-        # request to download: say so instead of falling back.
-        raise _fail(
-            Path(data_dir),
-            "no such folder; pass data_dir= the folder that holds the four MNIST "
-            "files, or leave it out to read the project's data/ folder.",
-            MissingDataError,
-        )
     data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
-    found, missing = _find_mnist_files(data_dir)
-
-    if len(missing) == len(MNIST_FILES):
-        (train_images, y_train), (test_images, y_test) = _load_with_keras(
-            data_dir, missing
-        )
-        source = "keras.datasets.mnist.load_data()"
-        paths = {role: source for role in MNIST_FILES}
-        arrays = {
-            "train_images": np.asarray(train_images),
-            "train_labels": np.asarray(y_train),
-            "test_images": np.asarray(test_images),
-            "test_labels": np.asarray(y_test),
-        }
-    elif missing:
+    if not data_dir.is_dir():
         raise _fail(
             data_dir,
-            f"missing MNIST file(s): {', '.join(missing)} (or the same name "
-            f"without .gz); found {', '.join(path.name for path in found.values())}. "
+            "no such folder; pass data_dir= the folder that holds the four MNIST files "
+            "(by default the project's data/ folder, which ships them).",
+            MissingDataError,
+        )
+    found, missing = _find_mnist_files(data_dir)
+    if missing:
+        raise _fail(
+            data_dir,
+            f"missing MNIST file(s): {', '.join(missing)} (or the same name without .gz); "
+            f"found {', '.join(path.name for path in found.values()) or 'none of them'}. "
             f"Put the missing file(s) in this folder.",
             MissingDataError,
         )
-    else:
-        paths = found
-        arrays = {
-            role: _read_mnist_file(path, MNIST_FILES[role], verify)
-            for role, path in found.items()
-        }
-
-    _check_pair(
-        arrays["train_images"],
-        arrays["train_labels"],
-        paths["train_images"],
-        paths["train_labels"],
-    )
-    _check_pair(
-        arrays["test_images"],
-        arrays["test_labels"],
-        paths["test_images"],
-        paths["test_labels"],
-    )
+    arrays = {role: _read_mnist_file(path, MNIST_FILES[role], verify) for role, path in found.items()}
+    for split in ("train", "test"):
+        images, labels = f"{split}_images", f"{split}_labels"
+        _check_pair(arrays[images], arrays[labels], found[images], found[labels])
     return (
         (_scale(arrays["train_images"]), arrays["train_labels"].copy()),
         (_scale(arrays["test_images"]), arrays["test_labels"].copy()),
@@ -478,14 +425,15 @@ class EpochBatches(keras.utils.PyDataset):
     Args:
         x: images (N, 28, 28, 1); batch_size: images per batch; epochs: the run's epochs;
         shuffle: reshuffle before each epoch; seed: seed of the permutations;
+        first_epoch: the epoch batch 0 belongs to (0-based; a resumed run's finished epochs);
         labels: the images' labels (N,) for a conditional model: batches are then
             `((images, labels),)`; None: `(images,)`.
 
     Attributes:
-        steps: batches per epoch; first_epoch: the epoch batch 0 belongs to (0-based).
+        steps: batches per epoch.
     """
 
-    def __init__(self, x, batch_size, epochs, shuffle=False, seed=0, labels=None):
+    def __init__(self, x, batch_size, epochs, shuffle=False, seed=0, labels=None, first_epoch=0):
         super().__init__()
         check_int("batch_size", batch_size, maximum=len(x), maximum_is="the number of training images")
         if labels is not None and len(labels) != len(x):
@@ -497,7 +445,7 @@ class EpochBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.steps = len(x) // batch_size
-        self.first_epoch = 0
+        self.first_epoch = first_epoch
         self._orders = {}
 
     def __len__(self):
@@ -518,3 +466,25 @@ class EpochBatches(keras.utils.PyDataset):
         if epoch not in self._orders:
             self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.x))}
         return self._orders[epoch]
+
+
+def in_batches(function, x, batch_size):
+    """Calls `function` on consecutive slices of `x`, `batch_size` rows each, and joins its outputs as NumPy arrays.
+
+    Bounds the memory of a model's activations over a whole data set:
+    `in_batches(model.decode, codes, 1_000)`. Where `x` is a tuple of arrays of
+    one length, each call gets a slice of each: `in_batches(model.encode, (images, labels), 1_000)`.
+    A `function` that returns a tuple gives a tuple of arrays.
+    """
+    check_int("batch_size", batch_size)
+    parts = x if isinstance(x, tuple) else (x,)
+    if len({len(part) for part in parts}) != 1:
+        raise ValueError(f"in_batches needs arrays of one length, received lengths {[len(part) for part in parts]}")
+    if len(parts[0]) == 0:
+        raise ValueError("in_batches needs at least one row, received an empty array")
+    outputs = [
+        function(*(part[start : start + batch_size] for part in parts)) for start in range(0, len(parts[0]), batch_size)
+    ]
+    if isinstance(outputs[0], tuple):
+        return tuple(np.concatenate([keras.ops.convert_to_numpy(part) for part in parts]) for parts in zip(*outputs))
+    return np.concatenate([keras.ops.convert_to_numpy(output) for output in outputs])

@@ -6,11 +6,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from vae_keras.checks import MAX_SEED, check_int
-
-# A stream of `reseed` starts this many draws after the previous one (a
-# generator's state is [seed, counter], the counter advancing once per draw).
+# A generator's state is [key, counter], both 32-bit, the counter advancing
+# once per draw: a stream of `reseed` holds this many draws, and one key this
+# many streams (2**32 / 2**20) before the next key takes over.
 _STREAM_LENGTH = 1 << 20
+_STREAMS_PER_KEY = 1 << 12
+# The next key: the seed plus a multiple of this odd constant (2**32 / golden ratio).
+_KEY_STEP = 0x9E3779B9
 
 
 @keras.saving.register_keras_serializable(package="vae_keras")
@@ -32,8 +34,6 @@ class Sampling(keras.layers.Layer):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None:
-            check_int("seed", seed, minimum=0, maximum=MAX_SEED)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
@@ -51,10 +51,11 @@ class Sampling(keras.layers.Layer):
         Args:
             seed: an integer from 0 to 2**32 - 1.
             stream: a non-negative integer (training uses the epoch); a stream holds 2**20 draws.
+                Streams 0-4095 keep the key `seed`; later ones move to the next keys.
         """
-        check_int("seed", seed, minimum=0, maximum=MAX_SEED)
-        check_int("stream", stream, minimum=0, maximum=MAX_SEED // _STREAM_LENGTH)
-        self.seed_generator.state.assign(np.array([seed, stream * _STREAM_LENGTH], dtype="uint32"))
+        block, offset = divmod(int(stream), _STREAMS_PER_KEY)
+        key = (int(seed) + block * _KEY_STEP) % (1 << 32)
+        self.seed_generator.state.assign(np.array([key, offset * _STREAM_LENGTH], dtype="uint32"))
 
     @contextlib.contextmanager
     def seeded(self, seed):

@@ -40,18 +40,23 @@ def bernoulli_reconstruction_loss(x, logits):
     return ops.sum(ops.reshape(terms, (ops.shape(terms)[0], -1)), axis=-1)
 
 
-def kl_loss(z_mean, z_log_var):
-    """Per-image KL(N(mean, exp(logvar)) || N(0, I)) in closed form: -0.5 * sum(1 + logvar - mean^2 - exp(logvar)).
+def kl_per_dimension_terms(z_mean, z_log_var):
+    """The KL term of each image and latent dimension: -0.5 * (1 + logvar - mean^2 - exp(logvar)).
 
     Args:
         z_mean: means of the approximate posterior, shape (batch, latent_dim).
         z_log_var: log-variances, same shape.
 
     Returns:
-        A tensor of shape (batch,).
+        A tensor of shape (batch, latent_dim).
     """
     z_mean, z_log_var = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var)
-    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+    return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+
+
+def kl_loss(z_mean, z_log_var):
+    """Per-image KL(N(mean, exp(logvar)) || N(0, I)) in closed form: `kl_per_dimension_terms` summed, shape (batch,)."""
+    return ops.sum(kl_per_dimension_terms(z_mean, z_log_var), axis=-1)
 
 
 def loss_terms(x, x_pred, z_mean, z_log_var, logits=None, likelihood="gaussian", kl_weight=1.0):

@@ -5,23 +5,23 @@ as PNG (a name without a suffix gets ".png"; parent folders are created).
 """
 
 import math
+import os
 import statistics
-import struct
-import zlib
 from pathlib import Path
 
 import matplotlib
 import matplotlib.colors
 import matplotlib.figure
-import matplotlib.image
 import numpy as np
 from keras import ops
+from PIL import Image
 
 from vae_keras import analysis
 from vae_keras.checks import check_int, check_number
 from vae_keras.config import NUM_CLASSES, REFERENCE_TEST_ELBO
 from vae_keras.data import load_mnist
-from vae_keras.records import read_history, write_atomically
+from vae_keras.files import write_atomically
+from vae_keras.run_folder import read_history
 
 # Resolution of the saved PNG files.
 DPI = 120
@@ -319,59 +319,60 @@ _MIN_TILE_WIDTH = 560
 
 
 def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
-    """Writes the digits of `model.generate(n, seed, digit=digit)` as one grey PNG tile, a row of digits at a time.
+    """Writes the digits of `model.generate(n, seed, digit=digit)` as one PNG or JPEG tile (see `image_file`).
 
-    The tile is laid out as `plot_generated`'s (`ceil(sqrt(n))` columns, no
-    gaps, empty places black), one image pixel per file pixel (whole-number
-    enlarged below 560 pixels wide). Memory stays that of one row of digits,
-    whatever `n`; the file is written whole or not at all.
-
-    Returns:
-        `(path, (width, height))`: the PNG written (".png" added to a name without a suffix) and its size.
+    Laid out as `plot_generated`'s tile, one image pixel per file pixel (whole-number
+    enlarged below 560 pixels wide); decoded a row of digits at a time into an 8-bit
+    image, written whole or not at all. Returns `(path, (width, height))`.
 
     Raises:
-        ValueError: if `n` is not an integer from 1 to `MAX_GENERATED`, or for a `digit`
-            `VAE.generate` refuses.
+        ValueError: for `n` not from 1 to `MAX_GENERATED`, a `path` `image_file`
+            refuses, or a `digit` `VAE.generate` refuses.
     """
     check_int("n", n, maximum=MAX_GENERATED, maximum_is="a 28,000 x 28,000-pixel tile")
+    image_file(path)  # refused before any decoding
     labels = model.prior_labels(n, digit)
+    height, width, channels = model.decoder.output_shape[1:]
     columns = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    scale = max(1, _MIN_TILE_WIDTH // (28 * columns))
-    width, height = 28 * columns * scale, 28 * rows * scale
+    scale = max(1, _MIN_TILE_WIDTH // (width * columns))
+    size = (width * columns * scale, height * math.ceil(n / columns) * scale)
+    tile = Image.new("RGB" if channels == 3 else "L", size)
     rng = np.random.default_rng(seed)  # drawn row by row: the same codes as prior_codes(n, seed)
+    for start in range(0, n, columns):
+        codes = rng.standard_normal((min(columns, n - start), model.latent_dim)).astype("float32")
+        digits = None if labels is None else labels[start : start + columns]
+        strip = tile_images(model.decode_codes(codes, digits, batch_size), columns=columns)
+        tile.paste(Image.fromarray(grey_levels(strip, scale)), (0, start // columns * height * scale))
+    return _save_image(tile, path), tile.size
 
-    def write(temporary):
-        compressor = zlib.compressobj(6)
-        with open(temporary, "wb") as handle:
-            handle.write(b"\x89PNG\r\n\x1a\n")
-            _png_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))  # 8-bit grey
-            for row in range(rows):
-                count = min(columns, n - row * columns)
-                codes = rng.standard_normal((count, model.latent_dim)).astype("float32")
-                digits = None if labels is None else labels[row * columns : row * columns + count]
-                strip = tile_images(model.decode_codes(codes, digits, batch_size), columns=columns)
-                pixels = grey_levels(strip, scale)
-                scanlines = np.concatenate([np.zeros((len(pixels), 1), "uint8"), pixels], axis=1)  # filter 0
-                _png_chunk(handle, b"IDAT", compressor.compress(scanlines.tobytes()))
-            _png_chunk(handle, b"IDAT", compressor.flush())
-            _png_chunk(handle, b"IEND", b"")
 
+# The image files `save_image` and `write_generated` write, by suffix.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def image_file(path):
+    """`(output_path(path), its Pillow format)`, or a ValueError for a folder or a suffix not in `IMAGE_FORMATS`."""
+    if str(path).endswith(("/", os.sep)) or Path(path).name in ("", "..") or Path(path).is_dir():
+        raise ValueError(f"{str(path)!r} is a folder; give a file name such as generated.png")
     path = output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(path, write), (width, height)
+    if path.suffix.lower() not in IMAGE_FORMATS:
+        raise ValueError(f"{str(path)!r} has the suffix {path.suffix!r}; write one of {', '.join(IMAGE_FORMATS)}")
+    return path, IMAGE_FORMATS[path.suffix.lower()]
 
 
 def grey_levels(image, scale=1):
-    """An image of values in [0, 1] as 8-bit grey levels, each pixel repeated `scale` x `scale` times."""
+    """Values in [0, 1] of shape (H, W), (H, W, 1) or (H, W, 3) as 8-bit levels, each repeated `scale` x `scale`."""
+    image = np.asarray(image)
+    image = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
 
 
-def _png_chunk(handle, kind, data):
-    """Writes one PNG chunk: length, type, data, CRC-32 of type and data (an empty IDAT is skipped)."""
-    if kind == b"IDAT" and not data:
-        return
-    handle.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+def _save_image(image, path):
+    """Writes a `PIL.Image` as `image_file(path)` says (JPEG at quality 95), whole or not at all; returns the path."""
+    path, file_format = image_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 95} if file_format == "JPEG" else {}
+    return write_atomically(path, lambda temporary: image.save(temporary, file_format, **options))
 
 
 def plot_interpolation(model, x_start, x_end, steps=10, path=None):
@@ -463,7 +464,7 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
     The y axis is zoomed in: the first epochs' values (about 28) lie above the plot.
 
     Args:
-        history: a dict of columns as `vae_keras.records.read_history` returns (`epoch`
+        history: a dict of columns as `vae_keras.run_folder.read_history` returns (`epoch`
             from 1, `val_elbo`, optionally `elbo`), or the path of a `history.csv`.
         path: where to save the figure; None: not saved.
         reference: the published test ELBO per epoch from epoch 1; None or empty: not plotted.
@@ -663,20 +664,20 @@ def tile_images(images, columns=None):
     """Lays images out in one array, row by row, without gaps.
 
     Args:
-        images: shape (N, H, W, 1) or (N, H, W).
+        images: shape (N, H, W, 1) or (N, H, W), or colour (N, H, W, 3).
         columns: images per row; None: `ceil(sqrt(N))`.
 
     Returns:
-        A 2-D array of shape (rows * H, columns * W), with
+        An array of shape (rows * H, columns * W) (colour: and 3), with
         `rows = ceil(N / columns)`; places after the last image are 0.
     """
     images = np.asarray(images)
-    if images.ndim == 4:
+    if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
-    count, height, width = images.shape
+    count, height, width = images.shape[:3]
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    tile = np.zeros((rows * height, columns * width), dtype=images.dtype)
+    tile = np.zeros((rows * height, columns * width, *images.shape[3:]), dtype=images.dtype)
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
         tile[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
@@ -730,12 +731,8 @@ def save_figure(figure, path):
 
 
 def save_image(array, path):
-    """Writes a 2-D array of grey levels in [0, 1] as a PNG file, one array element per pixel; returns the path."""
-    path = output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(
-        path, lambda temporary: matplotlib.image.imsave(temporary, array, cmap="gray", vmin=0.0, vmax=1.0)
-    )
+    """Writes `grey_levels(array)` as a PNG or JPEG (see `image_file`), a pixel each; returns the path."""
+    return _save_image(Image.fromarray(grey_levels(array)), path)
 
 
 def check_images(x):

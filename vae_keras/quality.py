@@ -11,7 +11,7 @@ from vae_keras import plotting
 from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.classifier import FEATURES_LAYER
 from vae_keras.config import NUM_CLASSES
-from vae_keras.models import in_batches
+from vae_keras.data import in_batches
 
 # Images per classifier or decoder call: bounds the memory the report uses.
 BATCH_SIZE = 1_000
@@ -33,7 +33,11 @@ def feature_statistics(features):
     Raises:
         ValueError: when `features` is not a finite 2-D array of at least 2 rows.
     """
-    features = _features(features, "features")
+    features = np.asarray(features, dtype="float64")
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"features must be a 2-D array (N, D) with N >= 2, received shape {features.shape}")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("features holds values that are not finite (NaN or infinity)")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -77,30 +81,6 @@ def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b)
     difference = mean_a - mean_b
     distance = difference @ difference + np.trace(covariance_a) + np.trace(covariance_b) - 2 * trace_sqrt
     return float(max(distance, 0.0))
-
-
-def frechet_distance(features_a, features_b):
-    """The Fréchet distance between two sets of features, each taken as a Gaussian (as in FID).
-
-    Args:
-        features_a: array of shape (N, D), N >= 2.
-        features_b: array of shape (M, D), M >= 2.
-
-    Returns:
-        A float >= 0; 0 for a set against itself.
-
-    Raises:
-        ValueError: when an array is not finite, not 2-D, has fewer than 2 rows, or the two
-            have different numbers of features.
-    """
-    features_a = _features(features_a, "features_a")
-    features_b = _features(features_b, "features_b")
-    if features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(
-            f"features_a and features_b must have the same number of features, received "
-            f"shapes {features_a.shape} and {features_b.shape}"
-        )
-    return frechet_distance_from_statistics(*feature_statistics(features_a), *feature_statistics(features_b))
 
 
 def class_histogram(labels_or_probabilities, num_classes=NUM_CLASSES):
@@ -246,26 +226,6 @@ def grey_fraction(images, ink=0.1, solid=0.9):
     return float((inked & (images < solid)).sum() / count) if count else 0.0
 
 
-def reconstruction_agreement(model, classifier, images, labels, batch_size=BATCH_SIZE):
-    """The fraction, in [0, 1], of reconstructions (through the code means) given their true label.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        classifier: a digit classifier (see `load_classifier`).
-        images: shape (N, 28, 28, 1), values in [0, 1].
-        labels: the images' true labels, shape (N,).
-        batch_size: images per call (memory only).
-
-    Raises:
-        ValueError: when images and labels differ in length.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(images):
-        raise ValueError(f"images and labels must have the same length, received {len(images)} and {len(labels)}")
-    _, probabilities = _classify(classifier, _reconstructions(model, images, labels, batch_size), batch_size)
-    return label_agreement(probabilities, labels)
-
-
 def digit_agreement(probabilities, labels, num_classes=NUM_CLASSES):
     """Per digit: the fraction of the images of that label whose most likely class is the label.
 
@@ -345,20 +305,6 @@ class QualityReport:
     seed: int
     # The sets by name, in the order of `SET_NAMES`.
     sets: dict
-
-    def to_dict(self):
-        """The report as plain Python values (lists for the histograms), ready for JSON."""
-        return {
-            "n": self.n,
-            "seed": self.seed,
-            "sets": {
-                name: {
-                    **dataclasses.asdict(quality),
-                    "class_histogram": [float(value) for value in quality.class_histogram],
-                }
-                for name, quality in self.sets.items()
-            },
-        }
 
 
 def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_SIZE):
@@ -521,16 +467,6 @@ def _symmetric_sqrt(matrix):
     """The symmetric square root of a symmetric positive semi-definite matrix (negative round-off set to 0)."""
     eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
-
-
-def _features(features, name):
-    """`features` as a finite float64 array of shape (N, D), N >= 2, or a ValueError naming it."""
-    features = np.asarray(features, dtype="float64")
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"{name} must be a 2-D array (N, D) with N >= 2, received shape {features.shape}")
-    if not np.all(np.isfinite(features)):
-        raise ValueError(f"{name} holds values that are not finite (NaN or infinity)")
-    return features
 
 
 def _probabilities(probabilities, name, num_classes=None):

@@ -1,4 +1,4 @@
-"""Training with the reference protocol: build a run (seeds, data, model, callbacks), fit it, report the test ELBO."""
+"""Training with the reference protocol: `train` builds a run (seeds, data, model, callbacks) in its folder, fits it, returns it."""
 
 import dataclasses
 import time
@@ -7,40 +7,31 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vae_keras import backends, records
-from vae_keras.callbacks import EpochCheckpoint, TrainingMonitor, restore
+from vae_keras import backends
+from vae_keras.callbacks import EpochStart, ReferenceLine, StopOnCtrlC, StopOnDivergence
 from vae_keras.config import VAEConfig
 from vae_keras.data import EpochBatches, load_mnist
-from vae_keras.models import VAE
-
-
-def make_optimizer(config):
-    """Adam with the reference's settings (MATLAB `adamupdate` defaults)."""
-    return keras.optimizers.Adam(
-        learning_rate=config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=config.adam_epsilon
-    )
+from vae_keras.models import VAE, ConditionalVAE
+from vae_keras.run_folder import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, EpochWriter, RunFolder, read_history, run_identity
 
 
 def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
-    """A new `VAE` compiled with the configuration's optimizer and step settings.
+    """A new `VAE` (a `ConditionalVAE` for `config.conditional`) compiled with Adam and the step settings.
 
     Args:
         config: a `VAEConfig`.
         device: the device it will train on (decides the "auto" settings).
         steps_per_epoch: batches per epoch; None: `config.steps_per_epoch()`.
-        jit_compile: whether to compile the train step; None: as
-            `config.jit_compile` decides on `device`.
-
-    Returns:
-        A compiled `VAE`.
+        jit_compile: whether to compile the train step; None: as `config.jit_compile` decides on `device`.
     """
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
-    model = VAE(
+    model = (ConditionalVAE if config.conditional else VAE)(
         latent_dim=config.latent_dim, seed=config.seed, precision=config.precision, likelihood=config.likelihood,
-        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, conditional=config.conditional,
+        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs,
     )
     model.compile(
-        optimizer=make_optimizer(config),
+        # The reference's Adam: MATLAB adamupdate's defaults.
+        optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=config.adam_epsilon),
         jit_compile=backends.jit_compile(config.jit_compile, device) if jit_compile is None else jit_compile,
         steps_per_execution=backends.steps_per_execution(config.steps_per_execution, device, steps_per_epoch),
     )
@@ -48,7 +39,7 @@ def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
 
 
 class TrainingDiverged(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite."""
+    """Raised when training can no longer learn: a NaN or infinite loss, or a dead decoder."""
 
 
 @dataclasses.dataclass
@@ -57,10 +48,9 @@ class TrainingResult:
 
     Attributes:
         model: the trained `VAE`.
-        history: per-epoch figures read back from the run's CSV, one list per
-            column (`epoch` 1-based, `elbo`, `val_elbo` = test ELBO...), the
-            epochs of earlier, interrupted sessions included.
-        output_dir: the folder holding `vae.keras`, `history.csv`, `config.json`.
+        history: per-epoch figures read back from the run's CSV, one list per column
+            (`epoch` 1-based, `elbo`, `val_elbo` = test ELBO...), earlier sessions' epochs included.
+        output_dir: the run folder (`vae.keras`, `history.csv`, `config.json`).
     """
 
     model: VAE
@@ -73,16 +63,13 @@ class Run:
     """A training run, built and ready to fit: `train` is `build_run`, then `Run.fit`.
 
     Attributes:
-        config: the `VAEConfig`.
-        device: the device it trains on, such as "cpu:0".
+        config, device: the `VAEConfig` and the device it trains on ("cpu:0").
         model: the compiled `VAE`.
         batches: the `EpochBatches` of the training images.
-        x_test: the test images of the per-epoch test ELBO.
-        y_test: their labels (a conditional model is fed them).
-        monitor: the run's `TrainingMonitor`.
-        callbacks: every callback `fit` gets, the monitor included.
-        initial_epoch: the first epoch to train (0-based; after a resume, the
-            number of epochs already finished).
+        validation: what the per-epoch test ELBO is evaluated on (the test images, with labels for a conditional model).
+        callbacks: every callback `fit` gets.
+        guard: the run's `StopOnDivergence`.
+        initial_epoch: the first epoch to train (0-based; after a resume, the epochs already finished).
         distribution: the `keras.distribution.DataParallel` it trains under, or None.
     """
 
@@ -90,61 +77,52 @@ class Run:
     device: str
     model: VAE
     batches: EpochBatches
-    x_test: np.ndarray
-    monitor: TrainingMonitor
+    validation: object
     callbacks: list
+    guard: StopOnDivergence
     initial_epoch: int = 0
     distribution: object = None
-    y_test: np.ndarray | None = None
 
     def fit(self, epochs=None, validate=True, verbose=1):
-        """`model.fit` on the run's batches and callbacks, in its device scope.
+        """`model.fit` on the run's batches and callbacks, in its device scope; Keras' `History`.
 
-        Args:
-            epochs: the epoch to stop after (as `fit`'s `epochs`); None: the
-                configuration's.
-            validate: evaluate the test ELBO after each epoch.
-            verbose: Keras' verbosity.
-
-        Returns:
-            Keras' `History`.
+        `epochs`: the epoch to stop after (None: the configuration's); `validate`: the per-epoch test ELBO.
         """
-        with backends.scope(self.device, self.distribution):
+        ctrl_c = StopOnCtrlC()
+        with backends.scope(self.device, self.distribution), ctrl_c:
             return self.model.fit(
                 self.batches,
                 shuffle=False,  # EpochBatches orders the images itself
                 steps_per_epoch=self.batches.steps,
                 initial_epoch=self.initial_epoch,
                 epochs=self.config.epochs if epochs is None else epochs,
-                validation_data=(self.model.join_inputs(self.x_test, self.y_test),) if validate else None,
+                validation_data=(self.validation,) if validate else None,
                 validation_batch_size=self.config.eval_batch_size,
-                callbacks=self.callbacks,
+                callbacks=[*self.callbacks, ctrl_c],
                 verbose=verbose,
             )
 
 
-def build_run(config, data=None, device=None, output_dir=None, resume=None, callbacks=(), verbose=1):
-    """Builds a training run (seeds, data, model, callbacks): all that `Run.fit` needs.
+def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_epoch=0):
+    """Builds a training run (seeds, data, model, callbacks): all that `Run.fit` needs; writes nothing.
 
     Args:
         config: a `VAEConfig`.
         data: `((x_train, y_train), (x_test, y_test))`; None reads `data/`.
         device: from `select_device`; None chooses it.
-        output_dir: the run folder each finished epoch is written to; None: nothing is written.
-        resume: the `records.Checkpoint` to resume from, or None.
         callbacks: further Keras callbacks.
         verbose: print the compile settings, and the reference's line per epoch.
+        initial_epoch: the epochs already finished (a resumed run's).
     """
     device = device or backends.select_device(config.execution_environment, verbose=False)
     backends.set_random_seed(config.seed)
     jit_compile = backends.jit_compile(config.jit_compile, device)
-    if not jit_compile:
-        # Keras turns XLA off where op determinism is on, so only without XLA.
+    if not jit_compile:  # Keras turns XLA off where op determinism is on, so only without XLA
         backends.enable_determinism(device)
     (x_train, y_train), (x_test, y_test) = data if data is not None else load_mnist()
     batches = EpochBatches(
         x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed,
-        labels=y_train[: config.train_size] if config.conditional else None,
+        labels=y_train[: config.train_size] if config.conditional else None, first_epoch=initial_epoch,
     )
     distribution = backends.distribution(
         config.data_parallel, device, {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
@@ -157,120 +135,91 @@ def build_run(config, data=None, device=None, output_dir=None, resume=None, call
             + (f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else "")
             + "."
         )
-    model_path = None if output_dir is None else Path(output_dir) / records.MODEL_FILE
-    monitor = TrainingMonitor(batches, config.seed, model_path, verbose=bool(verbose))
+    guard = StopOnDivergence(config.learning_rate)
     # The progress bar first, so that its epoch line ends before the reference's line.
-    run_callbacks = [keras.callbacks.ProgbarLogger(), monitor]
-    if output_dir is not None:
-        identity = records.run_identity(config, backends.BACKEND)
-        run_callbacks.append(EpochCheckpoint(output_dir, identity, monitor, resume, batches.steps))
+    run_callbacks = [keras.callbacks.ProgbarLogger(), EpochStart(config.seed), ReferenceLine(bool(verbose)), guard]
     return Run(
-        config=config,
-        device=device,
-        model=model,
-        batches=batches,
-        x_test=x_test[: config.test_size],
-        y_test=y_test[: config.test_size],
-        monitor=monitor,
-        callbacks=[*run_callbacks, *callbacks],
-        initial_epoch=resume.epoch if resume is not None else 0,
-        distribution=distribution,
+        config=config, device=device, model=model, batches=batches,
+        validation=model.join_inputs(x_test[: config.test_size], y_test[: config.test_size]),
+        callbacks=[*run_callbacks, *callbacks], guard=guard, initial_epoch=initial_epoch, distribution=distribution,
     )
 
 
 def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=False, callbacks=()):
-    """Trains a VAE with the reference protocol into `output_dir`, resuming an interrupted run there.
+    """Trains a VAE with the reference protocol in the folder `output_dir`, resuming or extending the run there.
 
-    The folder's files are described in `vae_keras.records`; calling `train`
-    again after a kill resumes after the last finished epoch, to the result of
-    an uninterrupted run.
+    Each finished epoch is written to the folder whole (`vae_keras.run_folder`).
+    Called again after a kill, `train` resumes after the last finished epoch, to
+    the result of an uninterrupted run; on a folder holding the same finished run
+    it returns that run at once; asked for more epochs than the run holds, it
+    carries on from its last epoch.
 
     Args:
         config: a `VAEConfig`; the reference settings when None.
         output_dir: folder of the run.
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns; None reads `data/`.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch (both add the reference's line).
-        overwrite: start afresh even where `output_dir` holds a finished run.
+        overwrite: start afresh, deleting the run `output_dir` holds.
         callbacks: further Keras callbacks.
 
     Returns:
         A `TrainingResult`.
 
     Raises:
-        FileExistsError: the folder holds a finished run, or one of another configuration.
-        TrainingDiverged: the loss became NaN; the last good epoch's model stays.
+        FileExistsError: the folder holds another run (the differing fields named).
+        TrainingDiverged: the loss became NaN, or the decoder died; the last good epoch's model stays.
         RuntimeError: "gpu" without a GPU, or another training holds the folder.
         ValueError: a damaged checkpoint or `config.json` (named; nothing is overwritten).
     """
     config = config if config is not None else VAEConfig()
     if not isinstance(config, VAEConfig):
         raise TypeError(f"config must be a VAEConfig, received {type(config).__name__}")
-    output_dir = Path(output_dir)
+    backends.check_floatx()
     device = backends.select_device(config.execution_environment, verbose=bool(verbose))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with records.locked(output_dir):
-        resume = records.prepare(output_dir, config, records.run_identity(config, backends.BACKEND), overwrite, verbose)
-        if resume is not None and resume.finished:
-            _rebuild_model_file(config, device, output_dir, resume)
-            raise FileExistsError(
-                f"{output_dir} already holds a finished run ({output_dir / records.MODEL_FILE}); choose another "
-                "output folder or pass overwrite=True (--overwrite) to replace it."
-            )
-        run = build_run(config, data, device, output_dir, resume, callbacks, verbose)
-        if resume is not None and verbose:
-            print(f"Resuming the interrupted run in {output_dir} after its epoch {run.initial_epoch}.")
+    folder = RunFolder(output_dir)
+    identity = run_identity(config, backends.BACKEND)
+    with folder.locked():
+        checkpoint = folder.check(identity, overwrite)
+        restarting = checkpoint is None and (folder / CONFIG_FILE).exists()
+        initial_epoch = checkpoint.epoch if checkpoint is not None else 0
+        writer = EpochWriter(folder, identity, checkpoint.history if checkpoint else ())
+        run = build_run(config, data, device, [writer, *callbacks], verbose, initial_epoch)
+        writer.stopped = lambda: run.guard.problem is not None
+        if checkpoint is not None:
+            folder.restore(run.model, checkpoint, run.batches.steps)
+        folder.start(identity, checkpoint)  # every check passed: only now is anything written
+        if initial_epoch == config.epochs:
+            if verbose:
+                print(f"{folder.path} holds this finished run ({config.epochs} epochs): loaded, not trained again.")
+            return TrainingResult(run.model, read_history(folder / HISTORY_FILE), folder.path)
+        if verbose and checkpoint is not None:
+            print(f"Resuming the run in {folder.path} after its epoch {initial_epoch}.")
+        if verbose and restarting:
+            print(f"{folder.path} holds an unfinished run with no finished epoch to resume from (stopped in its first "
+                  "epoch, or by a NaN loss): training starts again from epoch 1.")
         start = time.perf_counter()
         run.fit(verbose=verbose)
         if verbose:
-            print(
-                f"Training took {time.perf_counter() - start:.1f} s (compilation, {config.epochs} "
-                "epochs' training and test evaluations)."
-            )
-    history_path = output_dir / records.HISTORY_FILE
-    history = records.read_history(history_path) if history_path.is_file() else {"epoch": []}
-    if run.monitor.nan_at is not None:
-        epoch, batch = run.monitor.nan_at
+            print(f"Training took {time.perf_counter() - start:.1f} s (compilation, {config.epochs - initial_epoch} "
+                  "epochs' training and test evaluations).")
+    if run.guard.problem is not None:
         kept = (
-            f"The model of the last finished epoch is in {output_dir / records.MODEL_FILE}"
-            if (output_dir / records.MODEL_FILE).is_file()
-            else "No epoch finished, so no model was saved"
+            f"The model of the last finished epoch is in {folder / MODEL_FILE}"
+            if (folder / MODEL_FILE).is_file() else "No epoch finished, so no model was saved"
         )
-        raise TrainingDiverged(
-            f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, "
-            f"batch {batch + 1} (learning_rate={config.learning_rate}). {kept}; try a lower "
-            "learning rate."
-        )
-    return TrainingResult(model=run.model, history=history, output_dir=output_dir)
-
-
-def _rebuild_model_file(config, device, output_dir, checkpoint):
-    """Writes a finished run's missing `vae.keras` from its checkpoint."""
-    path = Path(output_dir) / records.MODEL_FILE
-    if not path.is_file():
-        with backends.scope(device):
-            model = build_model(config, device)
-        restore(model, checkpoint, config.steps_per_epoch(), path)
+        raise TrainingDiverged(f"Training stopped: {run.guard.problem}. {kept}; try a lower learning rate.")
+    return TrainingResult(model=run.model, history=read_history(folder / HISTORY_FILE), output_dir=folder.path)
 
 
 def evaluate(model, x, y=None, batch_size=2_000, verbose=0):
-    """The test ELBO of a model on images `x`, with z sampled as in the reference.
-
-    Args:
-        model: a `VAE`.
-        x: images, shape (N, 28, 28, 1), values in [0, 1].
-        y: their labels, needed by a conditional model (not used by others).
-        batch_size: images per evaluation batch (speed only).
-        verbose: Keras verbosity.
+    """The test ELBO of a model on images `x` (and their labels `y`, for a conditional model), z sampled as in the reference.
 
     Returns:
         A dict of floats: `elbo`, `reconstruction_loss`, `kl_loss`.
-
-    Raises:
-        ValueError: when a conditional model is given no labels.
     """
-    if model.conditional and y is None:
-        raise ValueError("This VAE is conditional: evaluate needs the images' labels (y=...)")
+    backends.check_floatx()
     if not model.compiled:
         model.compile(optimizer=keras.optimizers.Adam())
-    results = model.evaluate(model.join_inputs(x, y), batch_size=batch_size, verbose=verbose, return_dict=True)
+    inputs = model.join_inputs(np.asarray(x), y)
+    results = model.evaluate(inputs, batch_size=batch_size, verbose=verbose, return_dict=True)
     return {name: float(results[name]) for name in ("elbo", "reconstruction_loss", "kl_loss")}
