@@ -12,6 +12,9 @@ from vae_keras import VAE, ConditionalVAE, VAEConfig, training
 from vae_keras.config import CONDITIONAL_MODEL_PATH
 from vae_keras.data import EpochBatches
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 
 def one_hot(digits):
     return np.eye(10, dtype="float32")[np.asarray(digits)]

@@ -6,6 +6,9 @@ import pytest
 
 from vae_keras import VAEConfig
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 
 def test_defaults_are_the_reference_settings():
     config = VAEConfig()

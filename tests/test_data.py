@@ -11,6 +11,9 @@ import pytest
 from idx_files import write_idx
 from vae_keras import data
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 # Sanity figures of the real MNIST (see data/README.md).
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

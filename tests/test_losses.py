@@ -6,6 +6,9 @@ from keras import ops
 
 from vae_keras import elbo_loss, kl_loss, reconstruction_loss
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 
 def test_reconstruction_matches_numpy_formula():
     rng = np.random.default_rng(0)

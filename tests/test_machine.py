@@ -5,6 +5,10 @@ import os
 import keras
 
 from vae_keras import machine
+import pytest
+
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
 
 
 def test_describe_machine_names_cpu_cores_backend_and_device():

@@ -4,6 +4,9 @@ import pytest
 
 from vae_keras import ELBO
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 
 def test_elbo_metric_weights_batches_by_size():
     metric = ELBO()

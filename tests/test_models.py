@@ -8,6 +8,9 @@ from keras import ops
 import vae_keras
 from vae_keras import VAE, build_decoder, build_encoder, training
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 
 def count_trainable(model):
     return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))

@@ -19,6 +19,9 @@ import pytest
 from vae_keras import VAEConfig, backends, files, plotting, run_folder, training
 from vae_keras.run_folder import RunFolder, run_identity
 
+# The quick subset for the edit-test loop: `pytest -m quick` (README).
+pytestmark = pytest.mark.quick
+
 CONFIG = VAEConfig(epochs=3, train_size=512, test_size=128, batch_size=128, eval_batch_size=128)
 STEPS = CONFIG.steps_per_epoch()
 IDENTITY = run_identity(CONFIG, backends.BACKEND)

@@ -435,7 +435,8 @@ class EpochBatches(keras.utils.PyDataset):
 
     def __init__(self, x, batch_size, epochs, shuffle=False, seed=0, labels=None, first_epoch=0):
         super().__init__()
-        check_int("batch_size", batch_size, maximum=len(x), maximum_is="the number of training images")
+        if batch_size > len(x):
+            raise ValueError(f"batch_size must be at most the {len(x)} training images, received batch_size={batch_size}")
         if labels is not None and len(labels) != len(x):
             raise ValueError(f"labels must have one label per image, received {len(labels)} for {len(x)} images")
         self.x = x
