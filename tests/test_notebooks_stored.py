@@ -115,3 +115,19 @@ def test_notebook_5_is_stored_from_the_full_run():
         if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
     ]
     assert len(widgets) == 2 and all("image/png" in output["data"] for output in widgets)
+
+
+def test_notebook_3_shows_the_packages_train_step_as_models_py_writes_it():
+    import inspect
+    import textwrap
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the notebook shows TensorFlow's step")
+    import vae_keras
+
+    notebook = nbformat.read(NOTEBOOK_DIR / "03_training.ipynb", as_version=4)
+    shown = next(cell.source for cell in notebook.cells if cell.source.startswith("### The package's `train_step`"))
+    snippet = shown.split("```python\n")[1].split("```")[0]
+    assert snippet == textwrap.dedent(inspect.getsource(vae_keras.VAE.train_step))
