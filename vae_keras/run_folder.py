@@ -213,12 +213,18 @@ class RunFolder:
             )
 
     def start(self, identity, checkpoint):
-        """After every check passed: writes config.json, and rebuilds from the checkpoint what a kill may have left behind."""
+        """After every check passed: writes config.json, and rebuilds from the checkpoint what a kill may have left behind.
+
+        A file already as it should be is left alone, so a finished run that is
+        only loaded again is not rewritten.
+        """
         self._remove_partials()
-        write_bytes(self / CONFIG_FILE, (json.dumps(identity["config"], indent=2) + "\n").encode())
+        _write_if_changed(self / CONFIG_FILE, (json.dumps(identity["config"], indent=2) + "\n").encode())
         if checkpoint is not None:
-            write_history(self / HISTORY_FILE, checkpoint.history)
-            self._link_model(checkpoint.model_file)
+            _write_if_changed(self / HISTORY_FILE, _history_bytes(checkpoint.history))
+            model = self / MODEL_FILE
+            if not (model.is_file() and os.path.samefile(model, checkpoint.model_file)):
+                self._link_model(checkpoint.model_file)
 
     def write_epoch(self, model, epoch, rows, identity):
         """Writes epoch `epoch`'s checkpoint whole, then the run's `vae.keras` and `history.csv`, then drops older checkpoints.
@@ -329,9 +335,18 @@ def read_history(path):
 
 def write_history(path, rows):
     """Writes the per-epoch rows as `history.csv` (as Keras' CSVLogger lays it out), atomically."""
+    write_bytes(path, _history_bytes(rows))
+
+
+def _history_bytes(rows):
     columns = ["epoch", *sorted({name for row in rows for name in row} - {"epoch"})]
     lines = [",".join(columns), *(",".join(str(row.get(name, "")) for name in columns) for row in rows)]
-    write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _write_if_changed(path, data):
+    if not (path.is_file() and path.read_bytes() == data):
+        write_bytes(path, data)
 
 
 def history_beside(model_path):

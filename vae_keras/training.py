@@ -207,7 +207,7 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
             f"The model of the last finished epoch is in {folder / MODEL_FILE}"
             if (folder / MODEL_FILE).is_file() else "No epoch finished, so no model was saved"
         )
-        raise TrainingDiverged(f"Training stopped: {run.guard.problem}. {kept}; try a lower learning rate.")
+        raise TrainingDiverged(f"Training stopped: {run.guard.problem}. {kept}.")
     return TrainingResult(model=run.model, history=read_history(folder / HISTORY_FILE), output_dir=folder.path)
 
 
