@@ -35,7 +35,7 @@ def test_cli_errors_are_one_line_naming_the_file_or_value(tmp_path, capsys):
         (["generate", "--model", str(corrupt), "--out", str(tmp_path / "x.png")], f"Could not load a model from {corrupt}"),
         (["train", "--latent-dim", "0", "--output-dir", str(tmp_path / "x")], "latent_dim=0"),
         (["train", "--latent-dim", "100000000", "--output-dir", str(tmp_path / "x")],
-         "latent_dim must be an integer from 1 to 784 (the pixels of an image), received latent_dim=100000000"),
+         "latent_dim must be an integer from 1 to 784 (the 784 values of a 28x28x1 image), received latent_dim=100000000"),
         (["train", "--execution-environment", "gpu", "--output-dir", str(tmp_path / "y")], "no GPU"),
     ]:
         assert main(args) == 2, args

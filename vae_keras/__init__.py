@@ -15,10 +15,11 @@ from vae_keras.callbacks import DecodedSamples
 from vae_keras.classifier import load_classifier, train_classifier
 from vae_keras.config import DEFAULT_DATA_DIR, PRETRAINED_MODEL_PATH, REFERENCE_TEST_ELBO, VAEConfig, quick_run
 from vae_keras.data import DataError, MissingDataError, load_mnist, read_idx
+from vae_keras.images import load_images, read_images
 from vae_keras.layers import Sampling
 from vae_keras.losses import elbo_loss, kl_loss, loss_terms, reconstruction_loss
 from vae_keras.metrics import ELBO
-from vae_keras.models import VAE, ConditionalVAE, build_decoder, build_encoder, load_vae
+from vae_keras.models import VAE, ConditionalVAE, build_decoder, build_encoder, load_vae, network_plan
 from vae_keras.quality import format_report, quality_report
 from vae_keras.run_folder import read_history
 from vae_keras.training import TrainingDiverged, TrainingResult, evaluate, train
@@ -47,13 +48,16 @@ __all__ = [
     "format_report",
     "kl_loss",
     "load_classifier",
+    "load_images",
     "load_mnist",
     "load_vae",
     "loss_terms",
+    "network_plan",
     "quality_report",
     "quick_run",
     "read_history",
     "read_idx",
+    "read_images",
     "reconstruction_loss",
     "select_device",
     "train",

@@ -8,12 +8,14 @@ import argparse
 import dataclasses
 import sys
 import time
+from pathlib import Path
 
 from vae_keras import classifier, plotting, quality, run_folder, training
 from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED
-from vae_keras.config import AUTO_BOOL, PRETRAINED_MODEL_PATH, VAEConfig
+from vae_keras.config import AUTO_BOOL, MNIST_IMAGE_SHAPE, PRETRAINED_MODEL_PATH, VAEConfig
 from vae_keras.data import load_mnist
+from vae_keras.images import load_images, read_images
 from vae_keras.models import load_vae
 
 
@@ -32,11 +34,22 @@ def main(argv=None):
 
 def _train(args):
     fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(VAEConfig)}
-    config = VAEConfig(**fields)
+    shape_given = fields["image_shape"] is not None
+    fields["image_shape"] = fields["image_shape"] or MNIST_IMAGE_SHAPE
+    if fields["images"] is not None:  # a path that stays right from any working folder, for evaluate and figures
+        fields["images"] = str(Path(fields["images"]).resolve())
+    config = VAEConfig(**fields)  # every flag checked before any image is read
+    data = None
+    if config.images is not None:
+        data = load_images(config.images, size=config.resize, test_fraction=config.test_fraction, seed=config.seed)
+        if not shape_given:
+            config = dataclasses.replace(config, image_shape=data[0][0].shape[1:])
+        print(f"Images: {len(data[0][0])} for training and {len(data[1][0])} held out for testing, "
+              f"{'x'.join(map(str, data[0][0].shape[1:]))}, from {config.images}")
     print(f"Configuration: {config}")
     try:
         result = training.train(
-            config, output_dir=args.output_dir, verbose=args.verbose, overwrite=args.overwrite
+            config, output_dir=args.output_dir, data=data, verbose=args.verbose, overwrite=args.overwrite
         )
     except training.TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
@@ -46,9 +59,30 @@ def _train(args):
     return 0
 
 
+def _test_images(args, model):
+    """What evaluate and figures draw on: `--images`, else the run's own held-out images, else MNIST's test set.
+
+    Returns `(x, y, what)`: the images, their digits (None for your own images), and a description.
+    """
+    if args.images is not None:
+        x = read_images(args.images, size=model.image_shape[:2], channels=model.image_shape[2])
+        return x, None, f"{args.images} (all {len(x)})"
+    config = run_folder.config_beside(args.model)
+    if config is not None and config.images is not None:
+        (_, _), (x, y) = load_images(config.images, size=config.resize, test_fraction=config.test_fraction, seed=config.seed)
+        return x, y, f"the {len(x)} held out of {config.images}"
+    if model.image_shape != MNIST_IMAGE_SHAPE:
+        raise ValueError(
+            f"{args.model} takes {'x'.join(map(str, model.image_shape))} images, not MNIST's, and no config.json "
+            "beside it names them: give them with --images PATH"
+        )
+    (_, _), (x, y) = load_mnist(args.data_dir)
+    return x, y, "MNIST's test set"
+
+
 def _evaluate(args):
     model = load_vae(args.model)
-    (_, _), (x_test, y_test) = load_mnist(args.data_dir)
+    x_test, y_test, what = _test_images(args, model)
     if args.test_size is not None:
         x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
     model.sampling.reseed(args.seed)
@@ -56,7 +90,7 @@ def _evaluate(args):
     results = training.evaluate(model, x_test, y_test, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
     print(f"Model: {args.model or PRETRAINED_MODEL_PATH}")
-    print(f"Test images: {len(x_test)} (z sampled, seed {args.seed})")
+    print(f"Test images: {len(x_test)} of {what} (z sampled, seed {args.seed})")
     print(f"Test ELBO loss = {results['elbo']:.4f}")
     print(f"Reconstruction loss = {results['reconstruction_loss']:.4f}")
     print(f"KL loss = {results['kl_loss']:.4f}")
@@ -67,7 +101,8 @@ def _evaluate(args):
 def _generate(args):
     model = load_vae(args.model)
     path, (width, height) = plotting.write_generated(model, args.n, args.out, seed=args.seed, digit=args.digit)
-    what = "generated digits" if args.digit is None else f"generated {args.digit}s"
+    what = "generated " + ("digits" if model.image_shape == MNIST_IMAGE_SHAPE else "images")
+    what = what if args.digit is None else f"generated {args.digit}s"
     file_format = plotting.IMAGE_FORMATS[path.suffix.lower()]
     print(f"Saved {args.n} {what} to {path} ({file_format}, {width} x {height} pixels)")
     return 0
@@ -76,9 +111,8 @@ def _generate(args):
 def _figures(args):
     model = load_vae(args.model)
     history = args.history if args.history is not None else run_folder.history_beside(args.model)
-    written = plotting.save_all_figures(
-        model, args.out_dir, history_path=history, seed=args.seed, data_dir=args.data_dir
-    )
+    x_test, y_test, _ = _test_images(args, model)
+    written = plotting.save_all_figures(model, args.out_dir, history_path=history, seed=args.seed, data=(x_test, y_test))
     for path in written:
         print(f"Saved {path}")
     return 0
@@ -96,6 +130,11 @@ def _train_classifier(args):
 
 def _quality(args):
     model = load_vae(args.model)
+    if model.image_shape != MNIST_IMAGE_SHAPE:
+        raise ValueError(
+            f"The quality report reads digits with an MNIST classifier; {args.model} draws "
+            f"{'x'.join(map(str, model.image_shape))} images. Use evaluate and figures for it"
+        )
     digit_classifier = classifier.load_classifier(args.classifier)
     data = load_mnist(args.data_dir)
     start = time.perf_counter()
@@ -115,15 +154,16 @@ def _quality(args):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m vae_keras",
-        description="Train, evaluate and sample the MNIST VAE of MathWorks' example.",
+        description="Train, evaluate and sample the VAE of MathWorks' example, on MNIST or on your own images.",
         epilog=f"Keras backend: {BACKEND}. Choose another with the environment variable KERAS_BACKEND "
         "(tensorflow, jax or torch), e.g. KERAS_BACKEND=jax python -m vae_keras train.",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train with the reference protocol")
+    train = commands.add_parser("train", help="train with the reference protocol, on MNIST or on --images")
     for field in dataclasses.fields(VAEConfig):
         _add_config_flag(train, field)
+    train.set_defaults(image_shape=None)  # None: MNIST's, or that of --images
     train.add_argument("--output-dir", default="runs/vae", help="folder of the run (default: %(default)s)")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
     train.add_argument(
@@ -138,12 +178,13 @@ def _parser():
     evaluate.add_argument("--batch-size", type=_positive_int, default=2000, help="images per batch (speed only)")
     evaluate.add_argument("--seed", type=_seed_int, default=0, help="seed of the sampling noise")
     evaluate.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
+    _add_images_flag(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    generate = commands.add_parser("generate", help="decode codes drawn from N(0, I) into a PNG tile, 28 pixels a digit")
+    generate = commands.add_parser("generate", help="decode codes drawn from N(0, I) into one PNG or JPEG tile")
     _add_model_flag(generate)
     generate.add_argument(
-        "--n", type=_positive_int, default=25, help="number of digits, at most 1,000,000 (default: %(default)s)"
+        "--n", type=_positive_int, default=25, help="number of images, at most 1,000,000 (default: %(default)s)"
     )
     generate.add_argument(
         "--out", default="generated.png", help="the .png (or no suffix) or .jpg / .jpeg file (default: %(default)s)"
@@ -162,6 +203,7 @@ def _parser():
     figures.add_argument("--history", default=None, help="history.csv for the training curve (default: the one beside the model)")
     figures.add_argument("--seed", type=_seed_int, default=0, help="seed of the random choices")
     figures.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
+    _add_images_flag(figures)
     figures.set_defaults(run=_figures)
 
     train_classifier = commands.add_parser(
@@ -193,6 +235,14 @@ def _parser():
     quality.add_argument("--data-dir", default=None, help="folder of the MNIST files (default: data/)")
     quality.set_defaults(run=_quality)
     return parser
+
+
+def _add_images_flag(parser):
+    parser.add_argument(
+        "--images", default=None,
+        help="your own images to use, all of them (a folder or an .npy / .npz file, resized to the model's size); "
+        "default: the run's own held-out images where its config.json names them, else MNIST's test set",
+    )
 
 
 def _add_model_flag(parser):
@@ -257,7 +307,8 @@ _positive_int = _int_at_least(1, "a positive integer")
 _seed_int = _int_at_least(0, f"a seed from 0 to {MAX_SEED}", maximum=MAX_SEED)
 # The argparse type of each kind of `VAEConfig` field without choices; the
 # values are checked once, by `VAEConfig`, whose errors name the field.
-_FIELD_TYPES = {int: int, int | None: int, int | str: _auto_or_int, float: float}
+_FIELD_TYPES = {int: int, int | None: int, int | str: _auto_or_int, float: float, str | None: str, tuple: str,
+                tuple | None: str}
 
 
 if __name__ == "__main__":

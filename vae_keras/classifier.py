@@ -11,7 +11,7 @@ from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.config import CLASSIFIER_PATH, NUM_CLASSES
 from vae_keras.data import load_mnist
-from vae_keras.models import IMAGE_SHAPE
+from vae_keras.config import MNIST_IMAGE_SHAPE
 
 # Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
 FEATURES_LAYER = "features"
@@ -29,7 +29,7 @@ def build_classifier(name="digit_classifier"):
         A functional `keras.Model` mapping (batch, 28, 28, 1) images in [0, 1]
         to (batch, 10) class probabilities.
     """
-    inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
+    inputs = keras.Input(shape=MNIST_IMAGE_SHAPE, name="image")
     x = inputs
     for index, filters in enumerate((32, 64, 64), start=1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}")(x)

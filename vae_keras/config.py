@@ -1,8 +1,11 @@
 """The reference example's settings and published numbers, and where the project's shipped files are."""
 
 import dataclasses
+import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 from vae_keras.checks import MAX_SEED, check_choice, check_int, check_number
 
@@ -23,8 +26,12 @@ QUICK_ENV_VAR = "VAE_KERAS_QUICK"
 # full mini-batches per epoch and drops the last 96 images.
 MNIST_TRAIN_SIZE = 60_000
 
-# The largest code: as many numbers as an image has pixels (28 x 28); more would only cost memory.
-MAX_LATENT_DIM = 28 * 28
+# MNIST's images: 28 x 28 pixels, one grey channel.
+MNIST_IMAGE_SHAPE = (28, 28, 1)
+
+# The sides of the images the networks take (pixels), and their channels: 1 grey, 3 colour.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 512
+CHANNELS = (1, 3)
 
 # The classes of MNIST: the digits 0-9, which a conditional VAE is given.
 NUM_CLASSES = 10
@@ -123,20 +130,51 @@ class VAEConfig:
         "auto", "split each batch over all devices of the chosen kind with Keras' DataParallel (JAX): "
         "auto where there are several", choices=AUTO_BOOL,
     )
+    image_shape: tuple = _field(
+        MNIST_IMAGE_SHAPE, "height, width and channels (1 grey, 3 colour) of the images the networks take, "
+        f"sides {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE}; with --images, those of the images (HxWxC)",
+    )
+    images: str | None = _field(
+        None, "train on your own images instead of MNIST: a folder of PNG or JPEG files, or an .npy or .npz file "
+        "(vae_keras.load_images)",
+    )
+    resize: tuple | None = _field(None, "with --images: resize every image to HxW pixels (else all must share one size)")
+    test_fraction: float = _field(
+        0.1, "with --images: the share of the images held out (seeded) for the per-epoch test ELBO"
+    )
 
     def __post_init__(self):
-        check_int("latent_dim", self.latent_dim, maximum=MAX_LATENT_DIM, maximum_is="the pixels of an image")
+        self.image_shape = check_image_shape("image_shape", self.image_shape)
+        if self.resize is not None:
+            self.resize = check_image_shape("resize", self.resize, channels=False)
+        if self.images is not None:
+            if not isinstance(self.images, (str, os.PathLike)) or not str(self.images):
+                raise ValueError(f"images must be the path of a folder or an array file, received images={self.images!r}")
+            self.images = str(self.images)
+            if self.conditional:
+                raise ValueError(
+                    "conditional=True needs each image's digit label, which MNIST has and your own images "
+                    f"(images={self.images!r}) do not; leave conditional off"
+                )
+        elif self.resize is not None:
+            raise ValueError(f"resize={self.resize!r} applies to your own images: give images= (--images) too")
+        if not (isinstance(self.test_fraction, (int, float)) and not isinstance(self.test_fraction, bool)
+                and 0 < self.test_fraction < 1):
+            raise ValueError(f"test_fraction must be a number between 0 and 1, received test_fraction={self.test_fraction!r}")
+        pixels = math.prod(self.image_shape)
+        shape = "x".join(map(str, self.image_shape))
+        check_int("latent_dim", self.latent_dim, maximum=pixels, maximum_is=f"the {pixels} values of a {shape} image")
         for name in ("epochs", "eval_batch_size"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.steps_per_execution != "auto":
             check_int("steps_per_execution", self.steps_per_execution)
-        if self.train_size is not None:
-            check_int("train_size", self.train_size, maximum=MNIST_TRAIN_SIZE)
+        if self.train_size is not None:  # own images: their number is checked when they are read
+            check_int("train_size", self.train_size, maximum=MNIST_TRAIN_SIZE if self.images is None else None)
         if self.test_size is not None:
             check_int("test_size", self.test_size)
         check_int(
-            "batch_size", self.batch_size, maximum=self.train_size or MNIST_TRAIN_SIZE,
+            "batch_size", self.batch_size, maximum=self.train_size or (MNIST_TRAIN_SIZE if self.images is None else None),
             maximum_is="the number of training images",
         )
         check_number("learning_rate", self.learning_rate)
@@ -160,6 +198,26 @@ class VAEConfig:
         if n_train is None:
             n_train = MNIST_TRAIN_SIZE if self.train_size is None else self.train_size
         return n_train // self.batch_size
+
+
+def check_image_shape(name, value, channels=True):
+    """`value` as a tuple (height, width, channels), or (height, width) without `channels`; a ValueError naming `name`."""
+    size = 3 if channels else 2
+    wanted = "(height, width, channels)" if channels else "(height, width)"
+    if isinstance(value, str):
+        value = tuple(int(part) if part.isdigit() else part for part in value.lower().split("x"))
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != size
+        or not all(isinstance(side, (int, np.integer)) and not isinstance(side, bool) for side in value)
+        or not all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in value[:2])
+        or (channels and value[2] not in CHANNELS)
+    ):
+        raise ValueError(
+            f"{name} must be {wanted}, sides from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels"
+            + (", channels 1 (grey) or 3 (colour)" if channels else "") + f", received {name}={value!r}"
+        )
+    return tuple(int(side) for side in value)
 
 
 def quick_run():

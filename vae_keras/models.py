@@ -15,7 +15,7 @@ from keras import layers, ops
 from vae_keras import losses
 from vae_keras.backends import BACKEND
 from vae_keras.checks import check_int
-from vae_keras.config import NUM_CLASSES, PRETRAINED_MODEL_PATH
+from vae_keras.config import MNIST_IMAGE_SHAPE, NUM_CLASSES, PRETRAINED_MODEL_PATH
 from vae_keras.data import in_batches
 from vae_keras.files import load_keras_file
 from vae_keras.layers import Sampling
@@ -28,10 +28,33 @@ elif BACKEND == "jax":
 else:
     import torch
 
-IMAGE_SHAPE = (28, 28, 1)
+# The longest side of the encoder's last map: its stride-2 convolutions halve the image until it is at most this.
+SMALLEST_MAP = 7
 
 
-def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False):
+def network_plan(image_shape=MNIST_IMAGE_SHAPE):
+    """The rule that sizes both networks for images of `image_shape` (H, W, C); the reference's for 28x28x1.
+
+    The encoder halves the image with 3x3 stride-2 convolutions until its longer
+    side is at most 7 (28 -> 14 -> 7: the reference's two), with 32, 64, 128, 256,
+    256... filters. The decoder mirrors it: one transposed convolution takes the
+    1x1 code to that small map in one step (the reference's 7x7 stride 7), 3x3
+    stride-2 ones double it back, cropped to H x W where halving rounded up,
+    and a 3x3 stride-1 one makes the C channels.
+
+    Returns:
+        `(filters, small_map)`: the encoder's filters per convolution, and the
+        (height, width) of its last map, as `build_encoder` and `build_decoder` use them.
+    """
+    height, width = image_shape[:2]
+    filters = []
+    while not filters or max(height, width) > SMALLEST_MAP:
+        filters.append(min(32 * 2 ** len(filters), 256))
+        height, width = -(-height // 2), -(-width // 2)
+    return filters, (height, width)
+
+
+def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False, image_shape=MNIST_IMAGE_SHAPE):
     """The reference's encoder: conv 3x3/2 (32), ReLU, conv 3x3/2 (64), ReLU, dense (2 * latent_dim).
 
     The first `latent_dim` outputs are the code's means, the last its
@@ -39,13 +62,15 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False):
     `dtype` is the layers' dtype policy ("mixed_bfloat16"; None: Keras' global one).
     With `conditional`, a second input, the one-hot digit (batch, 10), joins the
     flattened features before the dense layer: a conditional VAE's q(z | x, y).
+    Images of another `image_shape` get the convolutions of `network_plan`.
 
     Returns:
-        A functional `keras.Model`: (batch, 28, 28, 1) images [and one-hot digits] -> (batch, 2 * latent_dim).
+        A functional `keras.Model`: (batch, H, W, C) images [and one-hot digits] -> (batch, 2 * latent_dim).
     """
-    images = keras.Input(shape=IMAGE_SHAPE, name="input_encoder")
-    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", dtype=dtype)(images)
-    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2", dtype=dtype)(x)
+    images = keras.Input(shape=image_shape, name="input_encoder")
+    x = images
+    for index, filters in enumerate(network_plan(image_shape)[0], start=1):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv{index}", dtype=dtype)(x)
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
     inputs = images
     if conditional:
@@ -56,15 +81,17 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False):
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_decoder(latent_dim=20, name="decoder", dtype=None, conditional=False):
+def build_decoder(latent_dim=20, name="decoder", dtype=None, conditional=False, image_shape=MNIST_IMAGE_SHAPE):
     """The reference's decoder: 1x1xlatent_dim, transposed convs 7x7/7 (64), 3x3/2 (64), 3x3/2 (32), 3x3/1 (1).
 
     ReLU between them; the output is logits (`VAE.decode` applies the sigmoid).
     With `conditional`, the one-hot digit (batch, 10) joins the code: p(x | z, y).
+    Images of another `image_shape` get the transposed convolutions of `network_plan`.
 
     Returns:
-        A functional `keras.Model`: (batch, latent_dim) codes [and one-hot digits] -> (batch, 28, 28, 1) logits.
+        A functional `keras.Model`: (batch, latent_dim) codes [and one-hot digits] -> (batch, H, W, C) logits.
     """
+    filters, small_map = network_plan(image_shape)
     codes = keras.Input(shape=(latent_dim,), name="input_decoder")
     inputs, x, width = codes, codes, latent_dim
     if conditional:
@@ -72,10 +99,16 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None, conditional=False):
         x = layers.Concatenate(name="with_digit", dtype=dtype)([codes, digits])
         inputs, width = [codes, digits], latent_dim + NUM_CLASSES
     x = layers.Reshape((1, 1, width), name="to_1x1", dtype=dtype)(x)
-    x = layers.Conv2DTranspose(64, 7, strides=7, padding="same", activation="relu", name="transpose1", dtype=dtype)(x)
-    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu", name="transpose2", dtype=dtype)(x)
-    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu", name="transpose3", dtype=dtype)(x)
-    outputs = layers.Conv2DTranspose(1, 3, strides=1, padding="same", name="transpose4", dtype=dtype)(x)
+    up = dict(padding="same", activation="relu", dtype=dtype)
+    x = layers.Conv2DTranspose(filters[-1], small_map, strides=small_map, name="transpose1", **up)(x)
+    for index, count in enumerate(reversed(filters), start=2):
+        x = layers.Conv2DTranspose(count, 3, strides=2, name=f"transpose{index}", **up)(x)
+    extra = (x.shape[1] - image_shape[0], x.shape[2] - image_shape[1])
+    if any(extra):  # halving rounded an odd side up: crop back to the image, evenly
+        x = layers.Cropping2D(tuple((side // 2, side - side // 2) for side in extra), name="crop", dtype=dtype)(x)
+    outputs = layers.Conv2DTranspose(
+        image_shape[2], 3, strides=1, padding="same", name=f"transpose{len(filters) + 2}", dtype=dtype
+    )(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -105,18 +138,20 @@ class VAE(keras.Model):
 
     def __init__(
         self, encoder=None, decoder=None, latent_dim=20, seed=None, precision=None, likelihood="gaussian",
-        beta=1.0, kl_warmup_epochs=0, **kwargs,
+        beta=1.0, kl_warmup_epochs=0, image_shape=MNIST_IMAGE_SHAPE, **kwargs,
     ):
         kwargs.setdefault("name", "vae")
         super().__init__(**kwargs)
-        build = dict(dtype=precision, conditional=self.conditional)
+        build = dict(dtype=precision, conditional=self.conditional, image_shape=tuple(image_shape))
         self.encoder = encoder if encoder is not None else build_encoder(latent_dim, **build)
         self.decoder = decoder if decoder is not None else build_decoder(latent_dim, **build)
         self.latent_dim = self.encoder.outputs[0].shape[-1] // 2
-        if self.decoder.inputs[0].shape[-1] != self.latent_dim:
+        self.image_shape = tuple(self.encoder.inputs[0].shape[1:])
+        if self.decoder.inputs[0].shape[-1] != self.latent_dim or tuple(self.decoder.outputs[0].shape[1:]) != self.image_shape:
             raise ValueError(
-                f"The decoder takes codes of size {self.decoder.inputs[0].shape[-1]} but the encoder "
-                f"makes codes of size {self.latent_dim}"
+                f"The decoder maps codes of size {self.decoder.inputs[0].shape[-1]} to images of shape "
+                f"{tuple(self.decoder.outputs[0].shape[1:])}; the encoder makes codes of size {self.latent_dim} "
+                f"from images of shape {self.image_shape}"
             )
         self.seed, self.likelihood, self.beta, self.kl_warmup_epochs = seed, likelihood, float(beta), kl_warmup_epochs
         self.sampling = Sampling(seed=seed, name="sampling")
@@ -142,12 +177,12 @@ class VAE(keras.Model):
     # The model: encode, sample, decode.
 
     def encode(self, x, labels=None, training=False):
-        """The means and log-variances of the codes of images `x` (batch, 28, 28, 1): a pair of (batch, latent_dim)."""
+        """The means and log-variances of the codes of images `x` (batch, H, W, C): a pair of (batch, latent_dim)."""
         encoded = ops.cast(self.encoder(self.with_labels(x, labels), training=training), "float32")
         return encoded[:, : self.latent_dim], encoded[:, self.latent_dim :]
 
     def logits(self, z, labels=None, training=False):
-        """The decoder's outputs before the sigmoid, as float32 (batch, 28, 28, 1)."""
+        """The decoder's outputs before the sigmoid, as float32 (batch, H, W, C)."""
         return ops.cast(self.decoder(self.with_labels(z, labels), training=training), "float32")
 
     def decode(self, z, labels=None, training=False):
@@ -247,7 +282,7 @@ class VAE(keras.Model):
         """Decodes `n` codes drawn from N(0, I) (NumPy, `seed`) into new images, `batch_size` codes per decoder call.
 
         Returns:
-            A NumPy float32 array (n, 28, 28, 1) of the decoder's means, values in [0, 1].
+            A NumPy float32 array (n, H, W, C) of the decoder's means, values in [0, 1].
         """
         check_int("n", n)
         check_int("batch_size", batch_size)
@@ -258,7 +293,7 @@ class VAE(keras.Model):
         return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
 
     def decode_codes(self, codes, labels=None, batch_size=1_000):
-        """`decode` over many codes (and their digits), `batch_size` at a time; NumPy float32 (n, 28, 28, 1)."""
+        """`decode` over many codes (and their digits), `batch_size` at a time; NumPy float32 (n, H, W, C)."""
         return in_batches(self.decode, self.join_inputs(codes, labels), batch_size)
 
     # Where the label goes: nowhere in this VAE; `ConditionalVAE` overrides these four.

@@ -18,7 +18,7 @@ from PIL import Image
 
 from vae_keras import analysis
 from vae_keras.checks import check_int, check_number
-from vae_keras.config import NUM_CLASSES, REFERENCE_TEST_ELBO
+from vae_keras.config import MNIST_IMAGE_SHAPE, NUM_CLASSES, REFERENCE_TEST_ELBO
 from vae_keras.data import load_mnist
 from vae_keras.files import write_atomically
 from vae_keras.run_folder import read_history
@@ -36,15 +36,15 @@ DIGIT_NORM = matplotlib.colors.BoundaryNorm(np.arange(-0.5, 10.5), DIGIT_COLORMA
 IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "nearest"}
 
 
-def plot_reconstructions(model, x, y, seed=None, path=None):
+def plot_reconstructions(model, x, y=None, seed=None, path=None):
     """A figure of two random test images of each digit beside their reconstructions.
 
     As the reference's `visualizeReconstruction`: 4x5 panels `[original | reconstruction]`.
 
     Args:
         model: a `vae_keras.VAE`.
-        x: images, shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
-        y: their digit labels, shape (N,).
+        x: images, shape (N, H, W, C) or (N, H, W) as the model takes them, values in [0, 1].
+        y: their digit labels, shape (N,); None (your own images): 20 random images (all, if fewer).
         seed: seeds the choice of images and the sampling noise (then restored); None: random.
         path: where to save the figure; None: not saved.
 
@@ -57,7 +57,7 @@ def plot_reconstructions(model, x, y, seed=None, path=None):
     )
 
 
-def plot_latent_space(model, x, y, path=None):
+def plot_latent_space(model, x, y=None, path=None):
     """A figure of the codes' means and log-variances in their first two principal components.
 
     As the reference's `visualizeLatentSpace`: two scatters coloured by digit, PC 2 on the
@@ -65,8 +65,8 @@ def plot_latent_space(model, x, y, path=None):
 
     Args:
         model: a `vae_keras.VAE`.
-        x: images, shape (N, 28, 28, 1) or (N, 28, 28), N >= 2.
-        y: their digit labels 0-9, shape (N,).
+        x: images, shape (N, H, W, C) or (N, H, W), N >= 2.
+        y: their digit labels 0-9, shape (N,), for the colours; None: one colour.
         path: where to save the figure; None: not saved.
 
     Raises:
@@ -74,8 +74,8 @@ def plot_latent_space(model, x, y, path=None):
     """
     from sklearn.decomposition import PCA
 
-    x = check_images(x)
-    y = _labels(y, x)
+    x = check_images(x, model)
+    y = None if y is None else _labels(y, x)
     _check_at_least_two(x, "plot_latent_space")
     z_mean, z_log_var = analysis.encode(model, x, y)
 
@@ -84,13 +84,13 @@ def plot_latent_space(model, x, y, path=None):
     panels = [(z_mean, "Z_mu", "means"), (z_log_var, "Z_logvar", "log-variances")]
     for axis, (codes, symbol, title) in zip(axes, panels):
         scores = PCA(n_components=2).fit_transform(codes)
-        points = axis.scatter(
-            scores[:, 1], scores[:, 0], c=y, cmap=DIGIT_COLORMAP, norm=DIGIT_NORM,
-            s=5, linewidths=0, alpha=0.8,
-        )
+        colours = {"c": "tab:blue"} if y is None else {"c": y, "cmap": DIGIT_COLORMAP, "norm": DIGIT_NORM}
+        points = axis.scatter(scores[:, 1], scores[:, 0], s=5, linewidths=0, alpha=0.8, **colours)
         axis.invert_yaxis()
         axis.set_aspect("equal", adjustable="datalim")
         axis.set(xlabel=f"{symbol} PC 2", ylabel=f"{symbol} PC 1", title=f"Latent space: {title}")
+        if y is None:
+            continue
         colorbar = figure.colorbar(points, ax=axis, ticks=range(10))
         colorbar.set_ticklabels([str(digit) for digit in range(10)])
         colorbar.set_label("digit")
@@ -122,7 +122,8 @@ def plot_generated(model, n=25, seed=None, path=None, digit=None):
     axis = figure.subplots()
     axis.imshow(tile, **IMAGE_STYLE)
     axis.set_axis_off()
-    axis.set_title("Generated samples of digits" if digit is None else f"Generated samples of the digit {digit}")
+    what = "digits" if model.image_shape == MNIST_IMAGE_SHAPE else "images"
+    axis.set_title(f"Generated samples of {what}" if digit is None else f"Generated samples of the digit {digit}")
     save_figure(figure, path)
     return figure
 
@@ -238,7 +239,7 @@ def plot_digit_styles(model, x, y, n=6, seed=None, path=None):
         ValueError: for an unconditional model, lengths that differ, or `n` above N.
     """
     _check_conditional(model, "plot_digit_styles")
-    x = check_images(x)
+    x = check_images(x, model)
     y = _labels(y, x)
     check_int("n", n, maximum=len(x), maximum_is="the images given")
     chosen = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
@@ -286,8 +287,8 @@ def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
     check_int("n", n, minimum=2)
     if model.conditional and digit is None:
         raise ValueError("plot_latent_plane of a conditional model draws the plane as one digit: pass digit=0..9")
-    x = check_images(x)
-    y = _labels(y, x)
+    x = check_images(x, model)
+    y = None if y is None else _labels(y, x)
     z_mean, _ = analysis.encode(model, x, y)
     normal = statistics.NormalDist()
     values = np.array([normal.inv_cdf((i + 0.5) / n) for i in range(n)])
@@ -298,12 +299,14 @@ def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
 
     figure = matplotlib.figure.Figure(figsize=(13, 6.2), layout="constrained")
     left, right = figure.subplots(1, 2)
-    points = left.scatter(z_mean[:, 0], z_mean[:, 1], c=y, cmap=DIGIT_COLORMAP, norm=DIGIT_NORM, s=2, alpha=0.7)
+    colours = {"c": "tab:blue"} if y is None else {"c": y, "cmap": DIGIT_COLORMAP, "norm": DIGIT_NORM}
+    points = left.scatter(z_mean[:, 0], z_mean[:, 1], s=2, alpha=0.7, **colours)
     left.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="z_1", ylabel="z_2", aspect="equal",
              title="Test images' code means")
-    colorbar = figure.colorbar(points, ax=left, ticks=range(10))
-    colorbar.set_label("digit")
-    colorbar.minorticks_off()
+    if y is not None:
+        colorbar = figure.colorbar(points, ax=left, ticks=range(10))
+        colorbar.set_label("digit")
+        colorbar.minorticks_off()
     half = 0.5 * (values[1] - values[0])
     right.imshow(tile, **IMAGE_STYLE, extent=(values[0] - half, values[-1] + half, values[0] - half, values[-1] + half))
     right.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="z_1", ylabel="z_2",
@@ -312,8 +315,9 @@ def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
     return figure
 
 
-# The most digits `write_generated` writes: a 28,000 x 28,000-pixel tile.
+# The most images `write_generated` writes: a million, in a tile of at most 28,000 x 28,000 grey pixels' worth.
 MAX_GENERATED = 1_000_000
+MAX_TILE_VALUES = 28_000 * 28_000
 # A tile narrower than this many pixels is enlarged by a whole factor, so 25 digits are not a thumbnail.
 _MIN_TILE_WIDTH = 560
 
@@ -329,10 +333,11 @@ def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
         ValueError: for `n` not from 1 to `MAX_GENERATED`, a `path` `image_file`
             refuses, or a `digit` `VAE.generate` refuses.
     """
-    check_int("n", n, maximum=MAX_GENERATED, maximum_is="a 28,000 x 28,000-pixel tile")
+    height, width, channels = model.decoder.output_shape[1:]
+    check_int("n", n, maximum=min(MAX_GENERATED, MAX_TILE_VALUES // (height * width * channels)),
+              maximum_is=f"a tile of at most {MAX_TILE_VALUES:,} values")
     image_file(path)  # refused before any decoding
     labels = model.prior_labels(n, digit)
-    height, width, channels = model.decoder.output_shape[1:]
     columns = math.ceil(math.sqrt(n))
     scale = max(1, _MIN_TILE_WIDTH // (width * columns))
     size = (width * columns * scale, height * math.ceil(n / columns) * scale)
@@ -382,7 +387,7 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
 
     Args:
         model: a `vae_keras.VAE`.
-        x_start: an image, shape (28, 28, 1) or (28, 28).
+        x_start: an image, shape (H, W, C) or (H, W) as the model takes them.
         x_end: an image of the same shape.
         steps: number of codes `(1 - t) z_start + t z_end`, t in `linspace(0, 1, steps)`; >= 2.
         path: where to save the figure; None: not saved.
@@ -392,7 +397,8 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     """
     _check_unconditional(model, "plot_interpolation", "plot_digit_styles")
     check_int("steps", steps, minimum=2)  # both ends are decoded
-    pair = np.stack([_one_image(x_start, "x_start"), _one_image(x_end, "x_end")])
+    pair = check_images(np.stack([np.asarray(x_start, "float32"), np.asarray(x_end, "float32")]), model,
+                        "x_start and x_end")
     z_mean, _ = analysis.encode(model, pair)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
     codes = (1.0 - t) * z_mean[0] + t * z_mean[1]
@@ -403,7 +409,7 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     figure = matplotlib.figure.Figure(figsize=(1.0 * len(images), 1.75))
     axes = figure.subplots(1, len(images))
     for axis, image, title in zip(axes, images, titles):
-        axis.imshow(image[..., 0], **IMAGE_STYLE)
+        axis.imshow(_drawable(image), **IMAGE_STYLE)
         axis.set_title(title, fontsize=8)
         axis.set_axis_off()
     figure.suptitle("Interpolating between the means of two codes")
@@ -418,7 +424,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
 
     Args:
         model: a `vae_keras.VAE`.
-        x: images whose code means define the directions, shape (N, 28, 28, 1), N >= 2.
+        x: images whose code means define the directions, shape (N, H, W, C), N >= 2.
         n: grid points per side, >= 1.
         span: the grid reaches `span` standard deviations from the mean, > 0.
         path: where to save the figure; None: not saved.
@@ -431,7 +437,7 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
     _check_unconditional(model, "plot_latent_grid", "plot_digit_styles")
     check_int("n", n)
     check_number("span", span)
-    x = check_images(x)
+    x = check_images(x, model)
     _check_at_least_two(x, "plot_latent_grid")
     z_mean, _ = analysis.encode(model, x)
     pca = PCA(n_components=2).fit(z_mean)
@@ -445,10 +451,10 @@ def plot_latent_grid(model, x, n=15, span=2.5, path=None):
     figure = matplotlib.figure.Figure(figsize=(7.5, 7.5))
     axis = figure.subplots()
     axis.imshow(tile, **IMAGE_STYLE)
-    centres = [14, 28 * (n // 2) + 14, 28 * (n - 1) + 14]
     labels = [f"{values[0]:.1f}", f"{values[n // 2]:.1f}", f"{values[-1]:.1f}"]
-    axis.set_xticks(centres, labels=labels)
-    axis.set_yticks(centres, labels=labels)
+    height, width = model.image_shape[:2]
+    axis.set_xticks([width * i + width // 2 for i in (0, n // 2, n - 1)], labels=labels)
+    axis.set_yticks([height * i + height // 2 for i in (0, n // 2, n - 1)], labels=labels)
     axis.set(
         xlabel="Z_mu PC 2 (standard deviations)",
         ylabel="Z_mu PC 1 (standard deviations)",
@@ -518,15 +524,15 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
     return figure
 
 
-def plot_mean_vs_sample_reconstructions(model, x, y, seed=None, path=None):
+def plot_mean_vs_sample_reconstructions(model, x, y=None, seed=None, path=None):
     """A figure of `plot_reconstructions`' images decoded through the code mean and a sample.
 
     Panels `[original | mean | sample]`; with the same seed, "sample" is `plot_reconstructions`'.
 
     Args:
         model: a `vae_keras.VAE`.
-        x: images, shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
-        y: their digit labels, shape (N,).
+        x: images, shape (N, H, W, C) or (N, H, W), values in [0, 1].
+        y: their digit labels, shape (N,); None: 20 random images.
         seed: seeds the choice of images and the sampling noise; None: random.
         path: where to save the figure; None: not saved.
 
@@ -613,8 +619,8 @@ def plot_iwae_bound(ks, bounds, elbo=None, path=None):
     return figure
 
 
-def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
-    """Writes the figures of notebook 4 as PNG files, on the MNIST test set; returns their paths.
+def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None, data=None):
+    """Writes the figures of notebook 4 as PNG files, on the MNIST test set or your own images; returns their paths.
 
     Args:
         model: a `vae_keras.VAE`.
@@ -625,6 +631,8 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         history_path: the model's `history.csv`; None: no training curve.
         seed: seed of the random choices and of the sampling noise.
         data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
+        data: `(x_test, y_test)` to draw on instead of MNIST's test set; `y_test` None
+            for images without labels (interpolating between two random ones).
 
     Raises:
         FileNotFoundError: if `history_path` does not exist.
@@ -633,10 +641,13 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
 
     out_dir = Path(out_dir)
     history = read_history(history_path) if history_path is not None else None
-    (_, _), (x_test, y_test) = load_mnist(data_dir)
+    x_test, y_test = data if data is not None else load_mnist(data_dir)[1]
     rng = np.random.default_rng(seed)
-    start = rng.choice(np.flatnonzero(y_test == 3))
-    end = rng.choice(np.flatnonzero(y_test == 8))
+    if y_test is None:
+        start, end = rng.choice(len(x_test), size=2, replace=False)
+    else:
+        start = rng.choice(np.flatnonzero(y_test == 3))
+        end = rng.choice(np.flatnonzero(y_test == 8))
 
     figures = {
         "reconstructions.png": lambda: plot_reconstructions(model, x_test, y_test, seed=seed),
@@ -651,8 +662,9 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None):
         figures["latent_grid.png"] = lambda: plot_latent_grid(model, x_test)
     if model.latent_dim == 2 and not model.conditional:
         figures["latent_plane.png"] = lambda: plot_latent_plane(model, x_test, y_test)
-    if history is not None:
-        figures["training_curve.png"] = lambda: plot_training_curve(history)
+    if history is not None:  # the reference's curve is MNIST's
+        reference = REFERENCE_TEST_ELBO if model.image_shape == MNIST_IMAGE_SHAPE else None
+        figures["training_curve.png"] = lambda: plot_training_curve(history, reference=reference)
     written = []
     for name, make_figure in figures.items():
         save_figure(make_figure(), out_dir / name)
@@ -685,8 +697,14 @@ def tile_images(images, columns=None):
 
 
 def _two_per_digit_reconstructed(model, x, y, seed, function):
-    """Two random test images of each digit (seeded), and their reconstructions through a sampled code (seeded)."""
-    x = check_images(x)
+    """Two random test images of each digit (seeded), or 20 random images where `y` is None, and their
+    reconstructions through a sampled code (seeded); the digits are None then."""
+    x = check_images(x, model)
+    rng = np.random.default_rng(seed)
+    if y is None:
+        originals, digits = x[np.sort(rng.choice(len(x), size=min(20, len(x)), replace=False))], None
+        with model.sampling.seeded(seed):
+            return digits, originals, ops.convert_to_numpy(model(originals, training=False))
     by_digit = [np.flatnonzero(_labels(y, x) == digit) for digit in range(10)]
     missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
     if missing:
@@ -694,7 +712,6 @@ def _two_per_digit_reconstructed(model, x, y, seed, function):
             f"{function} needs at least one image of each digit 0-9; "
             f"y has no image of digit(s) {', '.join(map(str, missing))}"
         )
-    rng = np.random.default_rng(seed)
     digits = np.array([digit for _ in range(2) for digit in range(10)], dtype="int32")
     originals = x[np.array([rng.choice(by_digit[digit]) for digit in digits])]
     with model.sampling.seeded(seed):
@@ -705,11 +722,17 @@ def _two_per_digit_reconstructed(model, x, y, seed, function):
 def _digit_panels(digits, image_sets, figsize, title, path):
     """A 4x5 figure: panel i shows image i of each set side by side, 1-pixel white columns between, titled by digit."""
     figure = matplotlib.figure.Figure(figsize=figsize)
-    separator = np.ones((28, 1), dtype="float32")
-    for axis, digit, *images in zip(figure.subplots(4, 5).flat, digits, *image_sets):
-        pieces = [piece for image in images for piece in (separator, image[..., 0])][1:]
+    first = _drawable(image_sets[0][0])
+    separator = np.ones((first.shape[0], 1, *first.shape[2:]), dtype="float32")
+    titles = [None] * len(image_sets[0]) if digits is None else digits
+    axes = figure.subplots(4, 5).ravel()
+    for axis in axes:  # fewer than 20 images leave the last panels empty
+        axis.set_axis_off()
+    for axis, digit, *images in zip(axes, titles, *image_sets):
+        pieces = [piece for image in images for piece in (separator, _drawable(image))][1:]
         axis.imshow(np.concatenate(pieces, axis=1), **IMAGE_STYLE)
-        axis.set_title(str(digit))
+        if digit is not None:
+            axis.set_title(str(digit))
         axis.set_axis_off()
     figure.suptitle(title)
     save_figure(figure, path)
@@ -735,27 +758,22 @@ def save_image(array, path):
     return _save_image(Image.fromarray(grey_levels(array)), path)
 
 
-def check_images(x):
-    """`x` as float32 images of shape (N, 28, 28, 1) (a missing channel axis is added), or a ValueError."""
+def check_images(x, model=None, name="the images"):
+    """`x` as float32 images (N, H, W, C) of the shape `model` takes (MNIST's without one; a missing
+    grey channel axis is added), or a ValueError."""
+    shape = MNIST_IMAGE_SHAPE if model is None else model.image_shape
     x = np.asarray(x, dtype="float32")
-    if x.ndim == 3:
+    if x.ndim == 3 and shape[2] == 1:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
-        raise ValueError(
-            f"Expected images of shape (N, 28, 28, 1) or (N, 28, 28), received shape {x.shape}"
-        )
+    if x.ndim != 4 or x.shape[1:] != shape:
+        expected = f"(N, {', '.join(map(str, shape))})" + (f" or (N, {shape[0]}, {shape[1]})" if shape[2] == 1 else "")
+        raise ValueError(f"Expected {name} of shape {expected}, received shape {x.shape}")
     return x
 
 
-def _one_image(image, name):
-    image = np.asarray(image, dtype="float32")
-    if image.shape == (28, 28):
-        image = image[..., None]
-    if image.shape != (28, 28, 1):
-        raise ValueError(
-            f"{name} must be one image of shape (28, 28, 1) or (28, 28), received shape {image.shape}"
-        )
-    return image
+def _drawable(image):
+    """One image (H, W, C) as imshow draws it: (H, W) grey, or (H, W, 3) colour."""
+    return image[..., 0] if image.shape[-1] == 1 else image
 
 
 def _labels(y, x):

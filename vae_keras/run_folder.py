@@ -70,9 +70,11 @@ class Checkpoint:
         return self.folder / MODEL_FILE
 
 
-def run_identity(config, backend):
-    """What fixes a run's numbers, recorded in each checkpoint and checked on resume: the format, the backend, the configuration."""
-    return {"format": CHECKPOINT_FORMAT, "backend": backend, "config": dataclasses.asdict(config)}
+def run_identity(config, backend, data=None):
+    """What fixes a run's numbers, recorded in each checkpoint and checked on resume: the format, the backend, the
+    configuration (as JSON reads it back) and the SHA-256 of its images (`training.data_digest`)."""
+    identity = {"format": CHECKPOINT_FORMAT, "backend": backend, "config": dataclasses.asdict(config), "data": data}
+    return json.loads(json.dumps(identity))
 
 
 class RunFolder:
@@ -355,9 +357,21 @@ def history_beside(model_path):
     return path if path.is_file() else None
 
 
+def config_beside(model_path):
+    """The `VAEConfig` of the run whose `vae.keras` is `model_path`, from its `config.json`; None without one."""
+    path = None if model_path is None else Path(model_path).with_name(CONFIG_FILE)
+    if path is None or not path.is_file():
+        return None
+    saved = _read_json(path, "a run's configuration")
+    try:
+        return VAEConfig(**saved)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a run's configuration ({error})") from None
+
+
 def _differences(saved, identity):
     """What differs between a checkpoint's identity and a new run's, but `epochs`: "backend" and config fields."""
-    defaults = dataclasses.asdict(VAEConfig())
+    defaults = json.loads(json.dumps(dataclasses.asdict(VAEConfig())))
     saved_config = saved.get("config", {})
     # A field the saved run predates counts as holding its default.
     differing = [
@@ -365,6 +379,8 @@ def _differences(saved, identity):
         for name, value in identity["config"].items()
         if name != "epochs" and saved_config.get(name, defaults.get(name)) != value
     ]
+    if saved.get("data") is not None and identity.get("data") is not None and saved["data"] != identity["data"]:
+        differing.insert(0, "the images (their SHA-256 differs: other images, or another train_size or test_size)")
     if saved.get("backend") != identity["backend"]:
         differing.insert(0, f"backend (the run: {saved.get('backend')!r}, now: {identity['backend']!r})")
     return differing

@@ -1,6 +1,7 @@
 """Training with the reference protocol: `train` builds a run (seeds, data, model, callbacks) in its folder, fits it, returns it."""
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from vae_keras import backends
 from vae_keras.callbacks import EpochStart, ReferenceLine, StopOnCtrlC, StopOnDivergence
 from vae_keras.config import VAEConfig
 from vae_keras.data import EpochBatches, load_mnist
+from vae_keras.images import load_images
 from vae_keras.models import VAE, ConditionalVAE
 from vae_keras.run_folder import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, EpochWriter, RunFolder, read_history, run_identity
 
@@ -27,7 +29,7 @@ def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
     model = (ConditionalVAE if config.conditional else VAE)(
         latent_dim=config.latent_dim, seed=config.seed, precision=config.precision, likelihood=config.likelihood,
-        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs,
+        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, image_shape=config.image_shape,
     )
     model.compile(
         # The reference's Adam: MATLAB adamupdate's defaults.
@@ -103,12 +105,53 @@ class Run:
             )
 
 
+def load_data(config, data=None):
+    """The run's `((x_train, y_train), (x_test, y_test))`: `data` itself, or `config.images`, or MNIST; checked against `config`.
+
+    Raises:
+        vae_keras.DataError: unreadable images or MNIST files (named).
+        ValueError: images of another shape than `config.image_shape`, or fewer than `train_size` or `batch_size`.
+    """
+    if data is None:
+        data = (
+            load_images(config.images, size=config.resize, test_fraction=config.test_fraction, seed=config.seed)
+            if config.images is not None else load_mnist()
+        )
+    (x_train, y_train), (x_test, _) = data
+    source = config.images or "the data"
+    for name, x in (("training", x_train), ("test", x_test)):
+        if tuple(x.shape[1:]) != config.image_shape:
+            raise ValueError(
+                f"The {name} images of {source} have shape {tuple(x.shape[1:])}, but image_shape={config.image_shape}: "
+                f"pass image_shape={tuple(x.shape[1:])} (--image-shape {'x'.join(map(str, x.shape[1:]))})"
+            )
+    n_train = len(x_train) if config.train_size is None else config.train_size
+    if n_train > len(x_train) or config.batch_size > n_train:
+        raise ValueError(
+            f"{source} holds {len(x_train)} training images: train_size={config.train_size} and "
+            f"batch_size={config.batch_size} must be at most that (and batch_size at most train_size)"
+        )
+    if config.conditional and y_train is None:
+        raise ValueError("conditional=True needs the images' digit labels; these images have none")
+    return data
+
+
+def data_digest(data, config):
+    """The SHA-256 of the images a run trains and is tested on: a resumed run must be given the same ones."""
+    (x_train, _), (x_test, _) = data
+    digest = hashlib.sha256()
+    for x in (x_train[: config.train_size], x_test[: config.test_size]):
+        digest.update(str(x.shape).encode())
+        digest.update(np.ascontiguousarray(x).data)
+    return digest.hexdigest()
+
+
 def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_epoch=0):
     """Builds a training run (seeds, data, model, callbacks): all that `Run.fit` needs; writes nothing.
 
     Args:
         config: a `VAEConfig`.
-        data: `((x_train, y_train), (x_test, y_test))`; None reads `data/`.
+        data: `((x_train, y_train), (x_test, y_test))`; None: as `load_data` reads it.
         device: from `select_device`; None chooses it.
         callbacks: further Keras callbacks.
         verbose: print the compile settings, and the reference's line per epoch.
@@ -119,7 +162,7 @@ def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_e
     jit_compile = backends.jit_compile(config.jit_compile, device)
     if not jit_compile:  # Keras turns XLA off where op determinism is on, so only without XLA
         backends.enable_determinism(device)
-    (x_train, y_train), (x_test, y_test) = data if data is not None else load_mnist()
+    (x_train, y_train), (x_test, y_test) = load_data(config, data)
     batches = EpochBatches(
         x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed,
         labels=y_train[: config.train_size] if config.conditional else None, first_epoch=initial_epoch,
@@ -140,7 +183,7 @@ def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_e
     run_callbacks = [keras.callbacks.ProgbarLogger(), EpochStart(config.seed), ReferenceLine(bool(verbose)), guard]
     return Run(
         config=config, device=device, model=model, batches=batches,
-        validation=model.join_inputs(x_test[: config.test_size], y_test[: config.test_size]),
+        validation=model.join_inputs(x_test[: config.test_size], None if y_test is None else y_test[: config.test_size]),
         callbacks=[*run_callbacks, *callbacks], guard=guard, initial_epoch=initial_epoch, distribution=distribution,
     )
 
@@ -157,7 +200,8 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     Args:
         config: a `VAEConfig`; the reference settings when None.
         output_dir: folder of the run.
-        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns; None reads `data/`.
+        data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` or `load_images` returns; None reads
+            `config.images`, else MNIST from `data/`.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch (both add the reference's line).
         overwrite: start afresh, deleting the run `output_dir` holds.
         callbacks: further Keras callbacks.
@@ -176,8 +220,9 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
         raise TypeError(f"config must be a VAEConfig, received {type(config).__name__}")
     backends.check_floatx()
     device = backends.select_device(config.execution_environment, verbose=bool(verbose))
+    data = load_data(config, data)
     folder = RunFolder(output_dir)
-    identity = run_identity(config, backends.BACKEND)
+    identity = run_identity(config, backends.BACKEND, data_digest(data, config))
     with folder.locked():
         checkpoint = folder.check(identity, overwrite)
         restarting = checkpoint is None and (folder / CONFIG_FILE).exists()
