@@ -171,7 +171,7 @@ def test_generating_100000_digits_holds_their_8_bit_tile_not_their_float_images(
 def test_cli_generate_refuses_more_digits_than_its_tile_can_show(tmp_path, capsys):
     assert main(["generate", "--n", "1000001", "--out", str(tmp_path / "x.png")]) == 2
     error = capsys.readouterr().err
-    assert "n must be an integer from 1 to 1000000 (a 28,000 x 28,000-pixel tile), received n=1000001" in error
+    assert "n must be an integer from 1 to 1000000 (28x28x1 images in a tile of at most 28,000 x 28,000 grey pixels' worth), received n=1000001" in error
     assert not (tmp_path / "x.png").exists()
 
 

@@ -335,7 +335,7 @@ def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
     """
     height, width, channels = model.decoder.output_shape[1:]
     check_int("n", n, maximum=min(MAX_GENERATED, MAX_TILE_VALUES // (height * width * channels)),
-              maximum_is=f"a tile of at most {MAX_TILE_VALUES:,} values")
+              maximum_is=f"{height}x{width}x{channels} images in a tile of at most 28,000 x 28,000 grey pixels' worth")
     image_file(path)  # refused before any decoding
     labels = model.prior_labels(n, digit)
     columns = math.ceil(math.sqrt(n))
@@ -397,8 +397,8 @@ def plot_interpolation(model, x_start, x_end, steps=10, path=None):
     """
     _check_unconditional(model, "plot_interpolation", "plot_digit_styles")
     check_int("steps", steps, minimum=2)  # both ends are decoded
-    pair = check_images(np.stack([np.asarray(x_start, "float32"), np.asarray(x_end, "float32")]), model,
-                        "x_start and x_end")
+    pair = np.concatenate([check_images(np.asarray(x_start, "float32")[None], model, "x_start"),
+                           check_images(np.asarray(x_end, "float32")[None], model, "x_end")])
     z_mean, _ = analysis.encode(model, pair)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
     codes = (1.0 - t) * z_mean[0] + t * z_mean[1]
