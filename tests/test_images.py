@@ -249,7 +249,7 @@ def test_cli_refuses_what_does_not_apply_to_own_images_in_one_line(tmp_path, cap
     capsys.readouterr()
     for args, expected in [
         (["generate", "--model", str(run / "vae.keras"), "--digit", "3", "--out", str(tmp_path / "d.png")],
-         "digit=3 needs a conditional VAE"),
+         "digit=3: labels do not apply to this model of 8x8x1 images"),
         (["quality", "--model", str(run / "vae.keras")], "draws 8x8x1 images"),
         (["evaluate", "--model", str(run / "vae.keras"), "--images", str(tmp_path / "empty")], "no PNG or JPEG"),
     ]:

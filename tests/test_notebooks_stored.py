@@ -35,10 +35,10 @@ def stream_text(cell):
     return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
 
 
-def test_the_five_notebooks_are_found():
+def test_the_six_notebooks_are_found():
     assert [path.name for path in NOTEBOOKS] == [
         "01_data.ipynb", "02_architecture.ipynb", "03_training.ipynb", "04_visualization.ipynb",
-        "05_beyond_the_reference.ipynb",
+        "05_beyond_the_reference.ipynb", "06_your_own_images.ipynb",
     ]
 
 
@@ -115,6 +115,24 @@ def test_notebook_5_is_stored_from_the_full_run():
         if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
     ]
     assert len(widgets) == 2 and all("image/png" in output["data"] for output in widgets)
+
+
+def test_notebook_6_is_stored_from_the_full_run_and_its_prose_holds():
+    import re
+
+    text = "".join(stream_text(cell) for _, cell in code_cells(NOTEBOOK_DIR / "06_your_own_images.ipynb"))
+    assert "Full run: 100 epochs on the digits, 30 on the photographs" in text and "Quick run" not in text
+    # "learns to ignore the code": the Gaussian run uses no unit, the Bernoulli one several, the photographs' too.
+    units = [int(count) for count in re.findall(r"active units: (\d+) of 20", text)]
+    assert len(units) == 3 and units[0] == 0 and units[1] >= 5 and units[2] >= 5, units
+    # "The test ELBO loss above is that average image's loss" (to a hundredth of a nat).
+    average = float(re.search(r"the average image's loss: 8x8 digits ([\d.]+)", text).group(1))
+    final = float(re.search(r"the 8x8 model's test ELBO loss: ([\d.]+)", text).group(1))
+    assert abs(final - average) <= 0.02, (final, average)
+    # "on MNIST's 784 pixels it is 26 nats per image, and the reference's model saves 15 of them for 7 nats of KL"
+    mnist = float(re.search(r"MNIST ([\d.]+) nats per image", text).group(1))
+    saved, kl = map(float, re.search(r"the code saves ([\d.]+) nats of reconstruction for ([\d.]+) of KL", text).groups())
+    assert round(mnist) == 26 and round(saved) == 15 and round(kl) == 7, (mnist, saved, kl)
 
 
 def test_notebook_3_shows_the_packages_train_step_as_models_py_writes_it():

@@ -1,4 +1,4 @@
-"""Executes the five notebooks full-length, in order, and stores them with their outputs.
+"""Executes the six notebooks full-length, in order, and stores them with their outputs.
 
 Usage, from the repository root, with the project's virtual environment active:
 
@@ -8,14 +8,15 @@ The notebooks run as a reader runs them in JupyterLab (VAE_KERAS_QUICK unset,
 so notebook 3 trains the full 50 epochs), in the kernel of the Python that runs
 this script, with the notebooks' folder as the working directory. Each is
 written back in place after it ran, so the repository shows the outputs on
-GitHub. Notebook 3's run folder, runs/notebook/, and notebook 5's, runs/beyond/,
-are deleted first so that they really train instead of loading earlier runs
+GitHub. The run folders of notebooks 3, 5 and 6 (runs/notebook/, runs/beyond/,
+runs/own/) are deleted first so that they really train instead of loading earlier runs
 (--keep-run keeps them).
 Notebook 3 prints the machine it ran on; each notebook's metadata also records
 when and where it was executed, under "vae_keras".
 
 Took 28 minutes on the project's 2-core CPU (2026-12-01): 12 for notebook 3 with
-its training, 15 for notebook 5 with its five runs.
+its training, 15 for notebook 5 with its five runs. On a 2-core CPU without
+AVX-512 (2026-12-03) notebook 3 took 72 minutes and notebook 6 about RUNTIME_6.
 A notebook that fails is written with its error and the script stops with
 exit status 1.
 """
@@ -42,9 +43,14 @@ NOTEBOOKS = (
     "03_training.ipynb",
     "04_visualization.ipynb",
     "05_beyond_the_reference.ipynb",
+    "06_your_own_images.ipynb",
 )
 # The run folders of the notebooks that train (full run); deleted before they run unless --keep-run.
-RUN_DIRS = {"03_training.ipynb": REPO / "runs" / "notebook", "05_beyond_the_reference.ipynb": REPO / "runs" / "beyond"}
+RUN_DIRS = {
+    "03_training.ipynb": REPO / "runs" / "notebook",
+    "05_beyond_the_reference.ipynb": REPO / "runs" / "beyond",
+    "06_your_own_images.ipynb": REPO / "runs" / "own",
+}
 # The name of the kernel spec written for this Python (see `_kernel_for_this_python`).
 KERNEL_NAME = "vae-keras-execute"
 
@@ -54,7 +60,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "notebooks", nargs="*", default=list(NOTEBOOKS),
-        help="notebook file names in notebooks/ (default: all five, in order)",
+        help="notebook file names in notebooks/ (default: all six, in order)",
     )
     parser.add_argument(
         "--keep-run", action="store_true",

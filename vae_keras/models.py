@@ -312,6 +312,9 @@ class VAE(keras.Model):
 
     def prior_labels(self, n, digit=None):
         """The digits `generate(n, digit=digit)` draws: None, as this VAE draws digits it chooses itself."""
+        if digit is not None and self.image_shape != MNIST_IMAGE_SHAPE:
+            raise ValueError(f"digit={digit!r}: labels do not apply to this model of {'x'.join(map(str, self.image_shape))} "
+                             "images; a digit can be asked of a conditional VAE of MNIST only")
         if digit is not None:
             raise ValueError(
                 f"digit={digit!r} needs a conditional VAE (VAEConfig(conditional=True), or the shipped "
