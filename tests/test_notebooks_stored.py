@@ -149,3 +149,24 @@ def test_notebook_3_shows_the_packages_train_step_as_models_py_writes_it():
     shown = next(cell.source for cell in notebook.cells if cell.source.startswith("### The package's `train_step`"))
     snippet = shown.split("```python\n")[1].split("```")[0]
     assert snippet == textwrap.dedent(inspect.getsource(vae_keras.VAE.train_step))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_every_markdown_table_has_as_many_separators_as_header_cells(path):
+    # A table whose separator row counts other than its header renders as raw text in JupyterLab.
+    notebook = nbformat.read(path, as_version=4)
+    texts = [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+    texts += [
+        "".join(output["data"]["text/markdown"])
+        for cell in notebook.cells if cell.cell_type == "code"
+        for output in cell.outputs if "text/markdown" in output.get("data", {})
+    ]
+    bad = []
+    for text in texts:
+        lines = text.splitlines()
+        for header, separator in zip(lines, lines[1:]):
+            if header.startswith("|") and set(separator.replace("|", "").split()) <= {"---", "---:", ":---", ":---:"} \
+                    and separator.startswith("|") and "---" in separator:
+                if header.strip().strip("|").count("|") != separator.strip().strip("|").count("|"):
+                    bad.append(header)
+    assert not bad, f"{path.name}: tables whose separator row does not match the header: {bad}"

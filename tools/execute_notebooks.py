@@ -16,7 +16,7 @@ when and where it was executed, under "vae_keras".
 
 Took 28 minutes on the project's 2-core CPU (2026-12-01): 12 for notebook 3 with
 its training, 15 for notebook 5 with its five runs. On a 2-core CPU without
-AVX-512 (2026-12-03) notebook 3 took 72 minutes and notebook 6 about RUNTIME_6.
+AVX-512 (2026-12-03) notebook 3 took 72 minutes and notebook 6 504 s.
 A notebook that fails is written with its error and the script stops with
 exit status 1.
 """
