@@ -4,6 +4,7 @@ The outputs are made by `python tools/execute_notebooks.py` (see its docstring);
 run it again after changing a notebook.
 """
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -118,8 +119,6 @@ def test_notebook_5_is_stored_from_the_full_run():
 
 
 def test_notebook_6_is_stored_from_the_full_run_and_its_prose_holds():
-    import re
-
     text = "".join(stream_text(cell) for _, cell in code_cells(NOTEBOOK_DIR / "06_your_own_images.ipynb"))
     assert "Full run: 100 epochs on the digits, 30 on the photographs" in text and "Quick run" not in text
     # "learns to ignore the code": the Gaussian run uses no unit, the Bernoulli one several, the photographs' too.
@@ -161,12 +160,11 @@ def test_every_markdown_table_has_as_many_separators_as_header_cells(path):
         for cell in notebook.cells if cell.cell_type == "code"
         for output in cell.outputs if "text/markdown" in output.get("data", {})
     ]
-    bad = []
-    for text in texts:
-        lines = text.splitlines()
-        for header, separator in zip(lines, lines[1:]):
-            if header.startswith("|") and set(separator.replace("|", "").split()) <= {"---", "---:", ":---", ":---:"} \
-                    and separator.startswith("|") and "---" in separator:
-                if header.strip().strip("|").count("|") != separator.strip().strip("|").count("|"):
-                    bad.append(header)
+    separator = re.compile(r"^\|(\s*:?-{3,}:?\s*\|)+$")
+    bad = [
+        header
+        for text in texts
+        for header, below in zip(text.splitlines(), text.splitlines()[1:])
+        if header.startswith("|") and separator.match(below.strip()) and header.strip().count("|") != below.strip().count("|")
+    ]
     assert not bad, f"{path.name}: tables whose separator row does not match the header: {bad}"

@@ -312,15 +312,15 @@ class VAE(keras.Model):
 
     def prior_labels(self, n, digit=None):
         """The digits `generate(n, digit=digit)` draws: None, as this VAE draws digits it chooses itself."""
-        if digit is not None and self.image_shape != MNIST_IMAGE_SHAPE:
+        if digit is None:
+            return None
+        if self.image_shape != MNIST_IMAGE_SHAPE:
             raise ValueError(f"digit={digit!r}: labels do not apply to this model of {'x'.join(map(str, self.image_shape))} "
                              "images; a digit can be asked of a conditional VAE of MNIST only")
-        if digit is not None:
-            raise ValueError(
-                f"digit={digit!r} needs a conditional VAE (VAEConfig(conditional=True), or the shipped "
-                "models/vae_mnist_conditional.keras); this model draws digits it chooses itself"
-            )
-        return None
+        raise ValueError(
+            f"digit={digit!r} needs a conditional VAE (VAEConfig(conditional=True), or the shipped "
+            "models/vae_mnist_conditional.keras); this model draws digits it chooses itself"
+        )
 
     def get_config(self):
         return {

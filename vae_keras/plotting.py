@@ -317,7 +317,8 @@ def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
 
 # The most images `write_generated` writes: a million, in a tile of at most 28,000 x 28,000 grey pixels' worth.
 MAX_GENERATED = 1_000_000
-MAX_TILE_VALUES = 28_000 * 28_000
+_TILE_SIDE = 28_000
+MAX_TILE_VALUES = _TILE_SIDE * _TILE_SIDE
 # A tile narrower than this many pixels is enlarged by a whole factor, so 25 digits are not a thumbnail.
 _MIN_TILE_WIDTH = 560
 
@@ -335,7 +336,8 @@ def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
     """
     height, width, channels = model.decoder.output_shape[1:]
     check_int("n", n, maximum=min(MAX_GENERATED, MAX_TILE_VALUES // (height * width * channels)),
-              maximum_is=f"{height}x{width}x{channels} images in a tile of at most 28,000 x 28,000 grey pixels' worth")
+              maximum_is=f"{height}x{width}x{channels} images in a tile of at most {_TILE_SIDE:,} x {_TILE_SIDE:,} grey "
+              "pixels' worth")
     image_file(path)  # refused before any decoding
     labels = model.prior_labels(n, digit)
     columns = math.ceil(math.sqrt(n))
