@@ -1,4 +1,7 @@
-"""How good is a trained VAE: the importance-weighted bound on log p(x) and the KL per latent dimension."""
+"""How good is a trained VAE: the importance-weighted bound on log p(x) and the KL per latent dimension.
+
+The formulas and references are in docs/design-notes.md; the ELBO's terms come from `vae_keras.losses`.
+"""
 
 import math
 
@@ -9,36 +12,26 @@ from vae_keras import losses
 from vae_keras.checks import check_int, check_number
 from vae_keras.data import in_batches
 
-# Images x samples decoded per decoder call in `iwae_bound`: bounds the memory
-# (10,000 MNIST decodings are 31 MB of float32).
+# (Image, sample) pairs per decoder call in `iwae_bound`: bounds the memory (10,000 MNIST decodings: 31 MB of float32).
 IWAE_BATCH_SIZE = 10_000
 # Images per encoder call when encoding a data set.
 ENCODE_BATCH_SIZE = 2_000
-# A latent dimension whose KL, averaged over the images, exceeds this many nats
-# is counted as active.
+# A latent dimension whose KL, averaged over the images, exceeds this many nats is counted as active.
 ACTIVE_THRESHOLD = 0.01
 
 
 def log_importance_weights(x, x_pred, z, z_mean, z_log_var, likelihood="gaussian"):
-    """log [p(x|z) p(z) / q(z|x)] per (image, code) pair, constants left out as in the ELBO loss.
+    """log [p(x|z) p(z) / q(z|x)] per (image, code) pair, a float64 (n,) array, constants left out as in the ELBO loss.
 
     Args:
-        x: images, shape (n, ...).
-        x_pred: decodings of `z`, same shape as `x`: the images for "gaussian", the
-            decoder's logits for "bernoulli".
-        z: codes drawn from q(z|x), shape (n, latent_dim).
-        z_mean, z_log_var: the mean and log-variance of q(z|x), each (n, latent_dim).
+        x_pred: decodings of `z`, shaped as `x`: the images for "gaussian", the decoder's logits for "bernoulli".
+        z: codes drawn from q(z|x) = N(z_mean, exp(z_log_var)), each (n, latent_dim).
         likelihood: the decoder's p(x|z), "gaussian" (the reference) or "bernoulli".
 
-    Returns:
-        A float64 NumPy array of shape (n,); see docs/design-notes.md for the formula.
-
-    Raises:
-        ValueError: if the shapes disagree.
+    Raises a ValueError if the shapes disagree.
     """
     x, x_pred, z, z_mean, z_log_var = (
-        np.asarray(ops.convert_to_numpy(value), dtype="float64")
-        for value in (x, x_pred, z, z_mean, z_log_var)
+        np.asarray(ops.convert_to_numpy(value), dtype="float64") for value in (x, x_pred, z, z_mean, z_log_var)
     )
     if x.shape != x_pred.shape:
         raise ValueError(f"x and x_pred must have the same shape, received {x.shape} and {x_pred.shape}")
@@ -56,22 +49,13 @@ def log_importance_weights(x, x_pred, z, z_mean, z_log_var, likelihood="gaussian
 
 
 def importance_weighted_loss(log_weights):
-    """The IWAE bound per image from its k log importance weights, in loss units.
+    """The IWAE bound per image, a float64 (n,) array in loss units, from its k log importance weights (n, k).
 
-    Args:
-        log_weights: array of shape (n, k): k log weights for each of n images.
-
-    Returns:
-        A float64 NumPy array of shape (n,).
-
-    Raises:
-        ValueError: if `log_weights` is not 2-D with at least one column.
+    Raises a ValueError if `log_weights` is not 2-D with at least one column.
     """
     log_weights = np.asarray(log_weights, dtype="float64")
     if log_weights.ndim != 2 or log_weights.shape[1] < 1:
-        raise ValueError(
-            f"log_weights must have shape (n, k) with k >= 1, received shape {log_weights.shape}"
-        )
+        raise ValueError(f"log_weights must have shape (n, k) with k >= 1, received shape {log_weights.shape}")
     largest = log_weights.max(axis=1, keepdims=True)
     log_sum = largest[:, 0] + np.log(np.exp(log_weights - largest).sum(axis=1))
     return -(log_sum - math.log(log_weights.shape[1]))
@@ -82,15 +66,13 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
 
     Args:
         model: a `vae_keras.VAE`, or an object with `encode`, `decode` and `latent_dim`.
-        x: images, shape (N, ...) as the model takes them.
         k: samples per image, a positive integer; k = 1 gives the ELBO loss, larger k a tighter bound.
         batch_size: (image, sample) pairs per decoder call (memory only).
         seed: NumPy seed of the codes' noise; None: random.
         return_per_image: return the (N,) float64 per-image bounds instead of their mean (a float).
         labels: the images' digits, for a conditional model (then a bound on -log p(x | y)).
 
-    Raises:
-        ValueError: if `k` or `batch_size` is not a positive integer, or `x` holds no image.
+    Raises a ValueError if `k` or `batch_size` is not a positive integer, or `x` holds no image.
     """
     check_int("k", k)
     check_int("batch_size", batch_size)
@@ -99,6 +81,7 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
         raise ValueError(f"iwae_bound needs at least one image, received x of shape {x.shape}")
     z_mean, z_log_var = encode(model, x, labels)
     likelihood = getattr(model, "likelihood", "gaussian")
+    decode = model.logits if likelihood == "bernoulli" else model.decode
     rng = np.random.default_rng(seed)
     n, latent_dim = z_mean.shape
     # Pair p stands for image p // k and sample p % k.
@@ -109,29 +92,16 @@ def iwae_bound(model, x, k, batch_size=IWAE_BATCH_SIZE, seed=None, return_per_im
         epsilon = rng.standard_normal((len(pairs), latent_dim)).astype("float32")
         mean, log_var = z_mean[images], z_log_var[images]
         z = mean + np.exp(0.5 * log_var) * epsilon
-        decode = model.logits if likelihood == "bernoulli" else model.decode
-        decoded = decode(z) if labels is None else decode(z, np.asarray(labels)[images])
-        log_weights[pairs] = log_importance_weights(
-            x[images], ops.convert_to_numpy(decoded), z, mean, log_var, likelihood
-        )
+        decoded = ops.convert_to_numpy(decode(z) if labels is None else decode(z, np.asarray(labels)[images]))
+        log_weights[pairs] = log_importance_weights(x[images], decoded, z, mean, log_var, likelihood)
     per_image = importance_weighted_loss(log_weights.reshape(n, k))
     return per_image if return_per_image else float(per_image.mean())
 
 
 def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE, labels=None):
-    """The KL term of each latent dimension in nats, averaged over the images.
+    """The KL term of each latent dimension in nats, averaged over the images: float64 (latent_dim,).
 
-    Args:
-        model: a `vae_keras.VAE` (or an object with `encode`).
-        x: images, shape (N, 28, 28, 1).
-        batch_size: images per encoder call (memory only).
-        labels: the images' digits, for a conditional model.
-
-    Returns:
-        A float64 NumPy array of shape (latent_dim,); its sum is the mean KL loss.
-
-    Raises:
-        ValueError: if `x` holds no image.
+    Its sum is the mean KL loss. `labels`: the images' digits, for a conditional model; a ValueError if `x` is empty.
     """
     x = np.asarray(x, dtype="float32")
     if len(x) == 0:
@@ -142,35 +112,21 @@ def kl_per_dimension(model, x, batch_size=ENCODE_BATCH_SIZE, labels=None):
 
 
 def active_units(kl, threshold=ACTIVE_THRESHOLD):
-    """Which latent dimensions are active: those whose mean KL exceeds `threshold`.
+    """Which latent dimensions are active: a boolean array, True where the mean KL `kl` exceeds `threshold` nats.
 
-    Args:
-        kl: the mean KL per dimension, as `kl_per_dimension` returns.
-        threshold: in nats.
-
-    Returns:
-        A boolean NumPy array shaped as `kl`; `.sum()` is the number of active units.
-
-    Raises:
-        ValueError: if `threshold` is negative or not a number.
+    `kl` as `kl_per_dimension` returns; `.sum()` of the result is the number of active units. Raises a
+    ValueError if `threshold` is negative or not a number.
     """
     check_number("threshold", threshold, inclusive=True)
     return np.asarray(kl, dtype="float64") > threshold
 
 
 def encode(model, x, labels=None, batch_size=ENCODE_BATCH_SIZE):
-    """Encodes images in batches into NumPy means and log-variances.
+    """Encodes images in batches into float32 NumPy `(z_mean, z_log_var)`, each (N, latent_dim).
 
-    Args:
-        model: a `vae_keras.VAE`, or any object whose `encode(x)` returns `(z_mean, z_log_var)`.
-        x: images, shape (N, ...) as the model takes them.
-        labels: the images' digits (N,), needed by a conditional model; None: not passed.
-        batch_size: images per encoder call (memory only).
-
-    Returns:
-        A pair of float32 arrays `(z_mean, z_log_var)`, each (N, latent_dim).
+    `model`: a `vae_keras.VAE`, or any object whose `encode(x)` returns `(z_mean, z_log_var)`;
+    `labels`: the images' digits (N,), needed by a conditional model; None: not passed.
     """
     inputs = x if labels is None else (np.asarray(x), np.asarray(labels))
     z_mean, z_log_var = in_batches(model.encode, inputs, batch_size)
     return z_mean.astype("float32"), z_log_var.astype("float32")
-

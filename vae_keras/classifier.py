@@ -6,12 +6,11 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from vae_keras.files import load_keras_file, write_atomically, write_bytes
 from vae_keras.backends import BACKEND
 from vae_keras.checks import MAX_SEED, check_int
-from vae_keras.config import CLASSIFIER_PATH, NUM_CLASSES
+from vae_keras.config import CLASSIFIER_PATH, MNIST_IMAGE_SHAPE, NUM_CLASSES
 from vae_keras.data import load_mnist
-from vae_keras.config import MNIST_IMAGE_SHAPE
+from vae_keras.files import load_keras_file, write_atomically, write_bytes
 
 # Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
 FEATURES_LAYER = "features"
@@ -20,15 +19,7 @@ FEATURES_DIM = 128
 
 
 def build_classifier(name="digit_classifier"):
-    """A small convolutional digit classifier with a 128-unit layer named "features".
-
-    Args:
-        name: name of the returned model.
-
-    Returns:
-        A functional `keras.Model` mapping (batch, 28, 28, 1) images in [0, 1]
-        to (batch, 10) class probabilities.
-    """
+    """A small CNN: images (batch, 28, 28, 1) in [0, 1] to 10 class probabilities, via a 128-unit "features" layer."""
     inputs = keras.Input(shape=MNIST_IMAGE_SHAPE, name="image")
     x = inputs
     for index, filters in enumerate((32, 64, 64), start=1):
@@ -48,14 +39,10 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
     Args:
         path: the `.keras` file to write (key `path`); `history_path` (`<stem>_history.csv`)
             and `config_path` (`<stem>_config.json`) are written beside it.
-        epochs: passes over the training images.
         seed: seeds Python, NumPy and the backend (weights, dropout, shuffling).
-        batch_size: images per mini-batch.
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns; None: read `data/`.
-        verbose: passed to `fit`.
 
-    Raises:
-        ValueError: if `epochs`, `batch_size` or `seed` is out of range, or `path` is not `.keras`.
+    Raises a ValueError if `epochs`, `batch_size` or `seed` is out of range, or `path` is not `.keras`.
     """
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
@@ -69,56 +56,29 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
 
     keras.utils.set_random_seed(seed)
     classifier = build_classifier()
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+    classifier.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     path.parent.mkdir(parents=True, exist_ok=True)
     classifier.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        validation_data=(x_test, y_test),
-        callbacks=[keras.callbacks.CSVLogger(str(history_path))],
-        verbose=verbose,
+        x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, validation_data=(x_test, y_test),
+        callbacks=[keras.callbacks.CSVLogger(str(history_path))], verbose=verbose,
     )
     test_loss, test_accuracy = classifier.evaluate(x_test, y_test, batch_size=1_000, verbose=0)
     # A copy without the optimizer: a third of the size, and all that inference needs.
     inference_copy = build_classifier(name=classifier.name)
     inference_copy.set_weights(classifier.get_weights())
     write_atomically(path, inference_copy.save)
+    scores = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
     config = {
-        "epochs": epochs,
-        "seed": seed,
-        "batch_size": batch_size,
-        "learning_rate": 1e-3,
-        "train_images": int(len(x_train)),
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "backend": BACKEND,
-        "keras_version": keras.__version__,
+        "epochs": epochs, "seed": seed, "batch_size": batch_size, "learning_rate": 1e-3,
+        "train_images": int(len(x_train)), **scores, "backend": BACKEND, "keras_version": keras.__version__,
     }
     write_bytes(config_path, (json.dumps(config, indent=2) + "\n").encode())
-    return {
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "path": path,
-        "history_path": history_path,
-        "config_path": config_path,
-    }
+    return {**scores, "path": path, "history_path": history_path, "config_path": config_path}
 
 
 def load_classifier(path=None):
-    """Loads a digit classifier (`.keras` file), by default the one that ships.
-
-    Args:
-        path: a `.keras` file written by `train_classifier`; None: `models/digit_classifier.keras`.
-
-    Returns:
-        A `keras.Model` with a layer named "features" and 10 class probabilities as output.
+    """Loads a digit classifier (`.keras` file written by `train_classifier`); None: the one that ships in models/.
 
     Raises:
         FileNotFoundError: when the file does not exist (the message names it).
@@ -126,10 +86,8 @@ def load_classifier(path=None):
             classifier with a "features" layer.
     """
     path = Path(CLASSIFIER_PATH if path is None else path)
-    hint = (
-        "The classifier ships with the project in models/; train it again with "
-        "`python -m vae_keras train-classifier` or pass --classifier PATH."
-    )
+    hint = ("The classifier ships with the project in models/; train it again with "
+            "`python -m vae_keras train-classifier` or pass --classifier PATH.")
     classifier = load_keras_file(path, "classifier", hint if path == CLASSIFIER_PATH else "", compile=False)
     layer_names = [layer.name for layer in getattr(classifier, "layers", [])]
     if FEATURES_LAYER not in layer_names or tuple(classifier.outputs[0].shape[1:]) != (NUM_CLASSES,):

@@ -1,4 +1,7 @@
-"""How good are the samples: a digit classifier's view of generated and reconstructed digits."""
+"""How good are the samples: a digit classifier's view of generated and reconstructed digits.
+
+The scores' formulas and references are in docs/design-notes.md.
+"""
 
 import dataclasses
 import math
@@ -22,16 +25,9 @@ _SUM_TOLERANCE = 1e-3
 
 
 def feature_statistics(features):
-    """The mean and covariance (unbiased, as `numpy.cov`) of feature vectors, in float64.
+    """The mean (D,) and covariance (D, D) (unbiased, as `numpy.cov`) of features (N, D), N >= 2, in float64.
 
-    Args:
-        features: array of shape (N, D), N >= 2, finite.
-
-    Returns:
-        A pair `(mean, covariance)` of shapes (D,) and (D, D).
-
-    Raises:
-        ValueError: when `features` is not a finite 2-D array of at least 2 rows.
+    Raises a ValueError when `features` is not a finite 2-D array of at least 2 rows.
     """
     features = np.asarray(features, dtype="float64")
     if features.ndim != 2 or features.shape[0] < 2:
@@ -42,31 +38,17 @@ def feature_statistics(features):
 
 
 def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b):
-    """The Fréchet distance between two Gaussians given by their means and covariances.
+    """The Fréchet distance (>= 0) between two Gaussians given by their means (D,) and covariances (D, D).
 
-    Args:
-        mean_a: shape (D,).
-        covariance_a: shape (D, D), symmetric positive semi-definite.
-        mean_b: shape (D,).
-        covariance_b: shape (D, D), symmetric positive semi-definite.
-
-    Returns:
-        A float >= 0 (0 for identical statistics); see docs/design-notes.md.
-
-    Raises:
-        ValueError: when the shapes do not agree or a value is not finite.
+    Raises a ValueError when the shapes do not agree or a value is not finite.
     """
-    mean_a, mean_b = (np.asarray(mean, dtype="float64") for mean in (mean_a, mean_b))
-    covariance_a, covariance_b = (
-        np.asarray(covariance, dtype="float64") for covariance in (covariance_a, covariance_b)
+    mean_a, covariance_a, mean_b, covariance_b = (
+        np.asarray(value, dtype="float64") for value in (mean_a, covariance_a, mean_b, covariance_b)
     )
     dimension = mean_a.shape[0] if mean_a.ndim == 1 else None
-    for name, value, shape in (
-        ("mean_a", mean_a, (dimension,)),
-        ("mean_b", mean_b, (dimension,)),
-        ("covariance_a", covariance_a, (dimension, dimension)),
-        ("covariance_b", covariance_b, (dimension, dimension)),
-    ):
+    square = (dimension, dimension)
+    for name, value, shape in (("mean_a", mean_a, (dimension,)), ("mean_b", mean_b, (dimension,)),
+                               ("covariance_a", covariance_a, square), ("covariance_b", covariance_b, square)):
         if dimension is None or value.shape != shape:
             raise ValueError(
                 f"{name} must have shape {shape if dimension else '(D,) or (D, D)'} to match "
@@ -74,34 +56,26 @@ def frechet_distance_from_statistics(mean_a, covariance_a, mean_b, covariance_b)
             )
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{name} holds values that are not finite (NaN or infinity)")
-    sqrt_a = _symmetric_sqrt(covariance_a)
+    # Tr((C_a C_b)^(1/2)) = Tr((A C_b A)^(1/2)), A the symmetric square root of C_a; round-off eigenvalues < 0 set to 0.
+    eigenvalues, eigenvectors = np.linalg.eigh((covariance_a + covariance_a.T) / 2)
+    sqrt_a = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
     product = sqrt_a @ covariance_b @ sqrt_a
-    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
-    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0.0, None)).sum()
     difference = mean_a - mean_b
     distance = difference @ difference + np.trace(covariance_a) + np.trace(covariance_b) - 2 * trace_sqrt
     return float(max(distance, 0.0))
 
 
 def class_histogram(labels_or_probabilities, num_classes=NUM_CLASSES):
-    """The fraction of a set given to each class.
+    """The fraction of a set given to each class: a float64 array (num_classes,) that sums to 1.
 
-    Args:
-        labels_or_probabilities: integer labels (N,) in [0, num_classes), or class
-            probabilities (N, num_classes), whose arg-max is taken as the label.
-        num_classes: number of classes.
-
-    Returns:
-        A float64 array of shape (num_classes,) that sums to 1.
-
-    Raises:
-        ValueError: for an empty set, labels that are not integers in range, or
-            probabilities with another number of classes.
+    `labels_or_probabilities`: integer labels (N,) in [0, num_classes), or class probabilities (N, num_classes),
+    whose arg-max is taken as the label. Raises a ValueError for an empty set, labels that are not integers in
+    range, or probabilities with another number of classes.
     """
     values = np.asarray(labels_or_probabilities)
     if values.ndim == 2:
-        _probabilities(values, "labels_or_probabilities", num_classes)
-        labels = values.argmax(axis=1)
+        labels = _probabilities(values, "labels_or_probabilities", num_classes).argmax(axis=1)
     elif values.ndim == 1:
         if values.size and not np.issubdtype(values.dtype, np.integer):
             raise ValueError(
@@ -116,24 +90,16 @@ def class_histogram(labels_or_probabilities, num_classes=NUM_CLASSES):
         )
     if labels.size == 0:
         raise ValueError("labels_or_probabilities is empty; a histogram needs at least one item")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), received values from {labels.min()} to {labels.max()}"
-        )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), received values from {low} to {high}")
     return np.bincount(labels, minlength=num_classes) / labels.size
 
 
 def histogram_entropy(histogram):
-    """The entropy of a class histogram divided by its maximum, log(number of classes).
+    """The entropy of a class histogram (K,), K >= 2, over its maximum log(K): 1 for an even spread, 0 for one class.
 
-    Args:
-        histogram: non-negative fractions of shape (K,), K >= 2, summing to 1.
-
-    Returns:
-        A float in [0, 1]: 1 for an even spread, 0 when one class has everything.
-
-    Raises:
-        ValueError: when `histogram` is not such an array.
+    Raises a ValueError when `histogram` is not 1-D, or not non-negative fractions summing to 1.
     """
     histogram = np.asarray(histogram, dtype="float64")
     if histogram.ndim != 1 or histogram.size < 2:
@@ -149,18 +115,10 @@ def histogram_entropy(histogram):
 
 
 def classifier_score(probabilities):
-    """The classifier's "inception score" of a set: exp(E_x[KL(p(y|x) || p(y))]).
+    """The classifier's "inception score" of a set, exp(E_x[KL(p(y|x) || p(y))]), a float in [1, K].
 
     High when each image is classified confidently and the set covers the classes evenly.
-
-    Args:
-        probabilities: shape (N, K), rows non-negative and summing to 1.
-
-    Returns:
-        A float in [1, K].
-
-    Raises:
-        ValueError: when `probabilities` is not such an array.
+    `probabilities`: (N, K), rows non-negative and summing to 1 (else a ValueError), as for the functions below.
     """
     probabilities = _probabilities(probabilities, "probabilities").astype("float64")
     marginal = probabilities.mean(axis=0)
@@ -171,52 +129,21 @@ def classifier_score(probabilities):
 
 
 def mean_top_probability(probabilities):
-    """The mean over a set of the probability of each image's most likely class.
-
-    Args:
-        probabilities: shape (N, K), rows non-negative and summing to 1.
-
-    Returns:
-        A float in [1 / K, 1]: how sure the classifier is, on average.
-
-    Raises:
-        ValueError: when `probabilities` is not such an array.
-    """
+    """How sure the classifier is, on average: the mean probability of each image's most likely class, in [1/K, 1]."""
     return float(_probabilities(probabilities, "probabilities").max(axis=1).mean())
 
 
 def label_agreement(probabilities, labels):
-    """The fraction of a set whose most likely class is the given label (the accuracy).
-
-    Args:
-        probabilities: shape (N, K).
-        labels: integers of shape (N,).
-
-    Returns:
-        A float in [0, 1].
-
-    Raises:
-        ValueError: when the shapes do not match.
-    """
+    """The accuracy: the fraction of a set whose most likely class is its label; a ValueError if the lengths differ."""
     return float(np.mean(_hits(probabilities, labels)))
 
 
 def grey_fraction(images, ink=0.1, solid=0.9):
     """How blurry a set of digits is: the fraction of its inked pixels that are grey, neither background nor solid.
 
-    A pixel is inked above `ink`, and grey when it is also below `solid`. MNIST's
-    own digits have grey, anti-aliased edges; a decoder that averages several
-    possible strokes paints wider grey ones.
-
-    Args:
-        images: shape (N, 28, 28, 1) or (N, 28, 28), values in [0, 1].
-        ink, solid: the two grey levels, 0 <= ink < solid <= 1.
-
-    Returns:
-        A float in [0, 1] (0 for images without ink).
-
-    Raises:
-        ValueError: for levels out of order or images that are not such an array.
+    A pixel is inked above `ink`, and grey when it is also below `solid` (0 <= ink < solid <= 1, else a
+    ValueError). MNIST's own digits have grey, anti-aliased edges; a decoder that averages several possible
+    strokes paints wider grey ones. `images`: (N, 28, 28, 1) or (N, 28, 28) in [0, 1]; 0.0 for images without ink.
     """
     if not 0.0 <= ink < solid <= 1.0:
         raise ValueError(f"grey_fraction needs 0 <= ink < solid <= 1, received ink={ink!r}, solid={solid!r}")
@@ -227,20 +154,10 @@ def grey_fraction(images, ink=0.1, solid=0.9):
 
 
 def digit_agreement(probabilities, labels, num_classes=NUM_CLASSES):
-    """Per digit: the fraction of the images of that label whose most likely class is the label.
+    """Per digit (num_classes,): the fraction of the images of that label whose most likely class is the label.
 
-    For a conditional VAE's digits, with `labels` the digits asked for, this is how
-    often the classifier reads each requested digit.
-
-    Args:
-        probabilities: shape (N, K).
-        labels: integers of shape (N,).
-
-    Returns:
-        A float64 array of shape (num_classes,); NaN for a label with no image.
-
-    Raises:
-        ValueError: when the shapes do not match.
+    NaN for a label with no image; a ValueError if the lengths differ. For a conditional VAE's digits, with
+    `labels` the digits asked for, this is how often the classifier reads each requested digit.
     """
     labels = np.asarray(labels).reshape(-1)
     hits = _hits(probabilities, labels)
@@ -250,20 +167,10 @@ def digit_agreement(probabilities, labels, num_classes=NUM_CLASSES):
 
 
 def requested_digit_agreement(model, classifier, n=1_000, seed=0, batch_size=BATCH_SIZE):
-    """For a conditional VAE: how often the classifier reads each generated digit as the digit asked for.
+    """For a conditional VAE: how often the classifier reads each generated digit 0-9 as the digit asked for, (10,).
 
-    Args:
-        model: a conditional `vae_keras.VAE`.
-        classifier: a digit classifier (see `load_classifier`).
-        n: digits generated per class (codes of `model.prior_codes(10 * n, seed)`).
-        seed: seed of the codes.
-        batch_size: images per call (memory only).
-
-    Returns:
-        A float64 array of shape (10,): the rate for digits 0-9.
-
-    Raises:
-        ValueError: for an unconditional model or `n` not a positive integer.
+    `n` digits are generated per class, from the codes of `model.prior_codes(10 * n, seed)`. Raises a ValueError
+    for an unconditional model or `n` not a positive integer.
     """
     if not model.conditional:
         raise ValueError("requested_digit_agreement needs a conditional VAE; this model is unconditional")
@@ -278,20 +185,14 @@ def requested_digit_agreement(model, classifier, n=1_000, seed=0, batch_size=BAT
 class SetQuality:
     """The classifier's view of one set of images."""
 
-    # Which set: "test images", "training images", "reconstructions" or "generated".
-    name: str
-    # Fréchet distance to the test images in the classifier's feature space (0 for them).
-    frechet_distance: float
-    # exp(E[KL(p(y|x) || p(y))]): 1 (one class, or no confidence) to 10 (confident, all classes).
-    classifier_score: float
-    # Mean probability of the most likely class: how sure the classifier is.
-    mean_top_probability: float
-    # Fraction of the set given to each digit 0-9.
-    class_histogram: np.ndarray
-    # Entropy of that histogram divided by log(10): 1 for an even spread.
-    histogram_entropy: float
-    # Fraction classified as the true label (None for an unconditional VAE's generated digits,
-    # which have none; for a conditional VAE's, the digit asked for).
+    name: str  # which set: "test images", "training images", "reconstructions" or "generated"
+    frechet_distance: float  # to the test images, in the classifier's feature space (0 for them)
+    classifier_score: float  # exp(E[KL(p(y|x) || p(y))]): 1 (one class, or unsure) to 10 (confident, all classes)
+    mean_top_probability: float  # mean probability of the most likely class: how sure the classifier is
+    class_histogram: np.ndarray  # fraction of the set given to each digit 0-9
+    histogram_entropy: float  # entropy of that histogram divided by log(10): 1 for an even spread
+    # Fraction classified as the true label: for a conditional VAE's generated digits the digit asked for,
+    # None for an unconditional VAE's, which have none.
     label_agreement: float | None
 
 
@@ -299,28 +200,22 @@ class SetQuality:
 class QualityReport:
     """The sample-quality report of a VAE: one `SetQuality` per set of images."""
 
-    # Images per set.
-    n: int
-    # Seed of the codes of the generated digits and of the training images drawn.
-    seed: int
-    # The sets by name, in the order of `SET_NAMES`.
-    sets: dict
+    n: int  # images per set
+    seed: int  # of the codes of the generated digits and of the training images drawn
+    sets: dict  # the sets by name, in the order of `SET_NAMES`
 
 
 def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_SIZE):
-    """The sample-quality `QualityReport` of a VAE, seen through a digit classifier.
+    """The sample-quality `QualityReport` of a VAE, seen through a digit classifier (see `load_classifier`).
 
     Args:
-        model: a `vae_keras.VAE`.
-        classifier: a digit classifier (see `load_classifier`).
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns.
-        n: images per set (test images, random training images, test reconstructions and
-            generated digits), from 2 to the number of test images.
+        n: images per set (test images, random training images, test reconstructions and generated digits),
+            from 2 to the number of test images.
         seed: seed of the generated codes and of the training images drawn.
         batch_size: images per call (memory only).
 
-    Raises:
-        ValueError: when `n`, `seed` or `batch_size` is out of range.
+    Raises a ValueError when `n`, `seed` or `batch_size` is out of range.
     """
     (x_train, y_train), (x_test, y_test) = data
     limit = min(len(x_test), len(x_train))
@@ -329,12 +224,11 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
     n = int(n)
     x_test, y_test = x_test[:n], np.asarray(y_test[:n])
     training_indices = np.sort(np.random.default_rng([seed, 1]).choice(len(x_train), size=n, replace=False))
-
+    # Each set is made and classified in turn; only its features and probabilities are kept.
     outputs = {
         "test images": (_classify(classifier, x_test, batch_size), y_test),
         "training images": (
-            _classify(classifier, x_train[training_indices], batch_size),
-            np.asarray(y_train)[training_indices],
+            _classify(classifier, x_train[training_indices], batch_size), np.asarray(y_train)[training_indices]
         ),
         "reconstructions": (
             _classify(classifier, _reconstructions(model, x_test, y_test, batch_size), batch_size), y_test
@@ -352,8 +246,7 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
         sets[name] = SetQuality(
             name=name,
             frechet_distance=(
-                0.0
-                if name == "test images"
+                0.0 if name == "test images"
                 else frechet_distance_from_statistics(*feature_statistics(features), *test_statistics)
             ),
             classifier_score=classifier_score(probabilities),
@@ -366,40 +259,19 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
 
 
 def format_report(report, markdown=False):
-    """The report as a table, one row per set of images.
-
-    Args:
-        report: a `QualityReport`.
-        markdown: a Markdown table instead of aligned plain text.
-
-    Returns:
-        A string of several lines, without a final newline.
-    """
-    header = [
-        "set",
-        "Fréchet distance",
-        "classifier score",
-        "mean top prob.",
-        "class entropy",
-        "rarest digit",
-        "commonest digit",
-        "true label",
-    ]
+    """The `QualityReport` as a table of one row per set: aligned plain text, or a Markdown table; no final newline."""
+    header = ["set", "Fréchet distance", "classifier score", "mean top prob.", "class entropy", "rarest digit",
+              "commonest digit", "true label"]
     rows = []
     for quality in report.sets.values():
         rarest, commonest = int(quality.class_histogram.argmin()), int(quality.class_histogram.argmax())
-        rows.append(
-            [
-                quality.name,
-                f"{quality.frechet_distance:.2f}",
-                f"{quality.classifier_score:.2f}",
-                f"{quality.mean_top_probability:.3f}",
-                f"{quality.histogram_entropy:.3f}",
-                f"{rarest}: {100 * quality.class_histogram[rarest]:.1f}%",
-                f"{commonest}: {100 * quality.class_histogram[commonest]:.1f}%",
-                "-" if quality.label_agreement is None else f"{100 * quality.label_agreement:.2f}%",
-            ]
-        )
+        rows.append([
+            quality.name, f"{quality.frechet_distance:.2f}", f"{quality.classifier_score:.2f}",
+            f"{quality.mean_top_probability:.3f}", f"{quality.histogram_entropy:.3f}",
+            f"{rarest}: {100 * quality.class_histogram[rarest]:.1f}%",
+            f"{commonest}: {100 * quality.class_histogram[commonest]:.1f}%",
+            "-" if quality.label_agreement is None else f"{100 * quality.label_agreement:.2f}%",
+        ])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -417,17 +289,10 @@ def format_report(report, markdown=False):
 def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None):
     """A `matplotlib.figure.Figure` of the `n` of `pool` generated digits the classifier is least sure of.
 
-    Args:
-        model: a `vae_keras.VAE`.
-        classifier: a digit classifier (see `load_classifier`).
-        n: digits shown, at most `pool`; least sure first, titled "digit (probability)"
-            ("asked→digit (probability)" for a conditional model, which is asked for 0-9 in turn).
-        pool: digits generated (codes of `model.generate(pool, seed)`) to choose from.
-        seed: seed of the codes.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: when `n` or `pool` is not a positive integer or `n > pool`.
+    The digits are generated from the codes of `model.generate(pool, seed)` and shown least sure first, titled
+    "digit (probability)" ("asked→digit (probability)" for a conditional model, which is asked for 0-9 in turn).
+    `path`: where to save the figure; None: not saved. Raises a ValueError when `n` or `pool` is not a positive
+    integer or `n > pool`.
     """
     check_int("pool", pool)
     check_int("n", n, maximum=pool, maximum_is="the pool")
@@ -435,15 +300,14 @@ def plot_least_confident(model, classifier, n=25, pool=1_000, seed=0, path=None)
     _, probabilities = _classify(classifier, images, BATCH_SIZE)
     top = probabilities.max(axis=1)
     order = np.argsort(top, kind="stable")[:n]
-    shown = images[order]
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     figure = matplotlib.figure.Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis in axes:
         axis.set_axis_off()
-    for axis, index, image in zip(axes, order, shown):
-        axis.imshow(image[..., 0], **plotting.IMAGE_STYLE)
+    for axis, index in zip(axes, order):
+        axis.imshow(images[index, ..., 0], **plotting.IMAGE_STYLE)
         asked_for = "" if asked is None else f"{asked[index]}→"
         axis.set_title(f"{asked_for}{probabilities[index].argmax()} ({top[index]:.2f})", fontsize=9)
     figure.suptitle(f"The {n} of {pool} generated digits the classifier is least sure of")
@@ -457,16 +321,9 @@ def _hits(probabilities, labels):
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(probabilities):
         raise ValueError(
-            f"probabilities and labels must have the same length, received {len(probabilities)} "
-            f"and {len(labels)}"
+            f"probabilities and labels must have the same length, received {len(probabilities)} and {len(labels)}"
         )
     return probabilities.argmax(axis=1) == labels
-
-
-def _symmetric_sqrt(matrix):
-    """The symmetric square root of a symmetric positive semi-definite matrix (negative round-off set to 0)."""
-    eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
 
 
 def _probabilities(probabilities, name, num_classes=None):
@@ -477,9 +334,7 @@ def _probabilities(probabilities, name, num_classes=None):
     if num_classes is not None and probabilities.shape[1] != num_classes:
         raise ValueError(f"{name} must have {num_classes} columns, received shape {probabilities.shape}")
     sums = probabilities.sum(axis=1)
-    if not np.all(np.isfinite(probabilities)) or np.any(probabilities < 0) or np.any(
-        np.abs(sums - 1) > _SUM_TOLERANCE
-    ):
+    if not np.all(np.isfinite(probabilities)) or np.any(probabilities < 0) or np.any(abs(sums - 1) > _SUM_TOLERANCE):
         raise ValueError(
             f"{name} must hold non-negative rows summing to 1, received row sums from "
             f"{float(sums.min())!r} to {float(sums.max())!r} and minimum {float(probabilities.min())!r}"
@@ -488,7 +343,7 @@ def _probabilities(probabilities, name, num_classes=None):
 
 
 def _reconstructions(model, images, labels=None, batch_size=BATCH_SIZE):
-    """Reconstructions of images through the means of their codes, float32 (N, 28, 28, 1); labels: for a conditional model."""
+    """Reconstructions through the code means, float32 (N, 28, 28, 1); `labels`: for a conditional model."""
     images = plotting.check_images(images)
     if not getattr(model, "conditional", False):  # also any object with encode and decode
         return in_batches(lambda batch: model.decode(model.encode(batch)[0]), images, batch_size)
