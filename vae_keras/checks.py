@@ -17,30 +17,20 @@ def check_int(name, value, minimum=1, maximum=None, maximum_is=None):
 
     `maximum_is` says what the maximum is, for the message.
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+            or (maximum is not None and value > maximum)):
         if maximum is not None:
             wanted = f"an integer from {minimum} to {maximum}" + (f" ({maximum_is})" if maximum_is else "")
-        elif minimum == 1:
-            wanted = "a positive integer"
         else:
-            wanted = f"an integer >= {minimum}"
+            wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         _fail(name, value, wanted)
     return value
 
 
 def check_number(name, value, minimum=0.0, inclusive=False):
     """Returns `value` if it is a finite real number above `minimum` (or equal, if `inclusive`); raises otherwise."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-        or not (value >= minimum if inclusive else value > minimum)
-    ):
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value) or not (value >= minimum if inclusive else value > minimum)):
         _fail(name, value, f"a finite number {'>=' if inclusive else '>'} {minimum:g}")
     return value
 

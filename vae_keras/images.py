@@ -1,4 +1,4 @@
-"""Your own images: a folder of PNG or JPEG files, or a NumPy array file, as float32 images in [0, 1] with a test split."""
+"""Your own images: a folder of PNG or JPEG files or a NumPy array file, as float32 in [0, 1], with a test split."""
 
 import math
 import os
@@ -21,26 +21,20 @@ MEMORY_SHARE = 0.8
 def load_images(path, size=None, test_fraction=0.1, seed=0, channels=None):
     """Reads your own images into float32 arrays in [0, 1], shape (N, H, W, C), and holds out a test split.
 
-    Args:
-        path: a folder of PNG or JPEG files (read in the order of their paths, subfolders
-            included; other files are skipped), or an `.npy` file, or an `.npz` file with
-            one array, an array named `images`, or arrays `x_train` and `x_test` (then
-            the split is theirs). An array is (N, H, W) grey or (N, H, W, 1 or 3), of
-            uint8 (0-255, divided by 255) or floats in [0, 1].
-        size: `(H, W)`: resize every image to it (Lanczos); None: every image must
-            already share one size.
-        test_fraction: the share held out for the test set, drawn with `seed`.
-        seed: seed of the split.
-        channels: 1 (grey) or 3 (colour); None: 1 when every file is grey, else 3.
+    `path`: a folder of PNG or JPEG files (read in the order of their paths, subfolders included; other files are
+    skipped), or an `.npy` file, or an `.npz` file with one array, an array named `images`, or arrays `x_train` and
+    `x_test` (then the split is theirs). An array is (N, H, W) grey or (N, H, W, 1 or 3), of uint8 (0-255, divided
+    by 255) or floats in [0, 1]. `size`: `(H, W)` to resize every image to (Lanczos); None: every image must already
+    share one size. `test_fraction`: the share held out for the test set, drawn with `seed`. `channels`: 1 (grey)
+    or 3 (colour); None: 1 when every file is grey, else 3.
 
-    Returns:
-        `((x_train, None), (x_test, None))`, as `load_mnist` returns MNIST, with no labels.
+    Returns `((x_train, None), (x_test, None))`, as `load_mnist` returns MNIST, with no labels.
 
     Raises:
         MissingDataError: no such file or folder.
-        DataError: a folder without image files, an unreadable image (named), images of
-            several sizes without `size`, an array of the wrong rank, type or range, too
-            few images for a test split, or more images than memory can hold.
+        DataError: a folder without image files, an unreadable image (named), images of several sizes without
+            `size`, an array of the wrong rank, type or range, too few images for a test split, or more images
+            than memory can hold.
     """
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, received test_fraction={test_fraction!r}")
@@ -49,7 +43,8 @@ def load_images(path, size=None, test_fraction=0.1, seed=0, channels=None):
         return tuple((part, None) for part in images)
     path = Path(path)
     if len(images) < 2:
-        raise DataError(f"{path}: {len(images)} image(s), too few to hold out a test split; give at least 2.", path=path)
+        raise DataError(f"{path}: {len(images)} image(s), too few to hold out a test split; give at least 2.",
+                        path=path)
     n_test = min(len(images) - 1, max(1, round(test_fraction * len(images))))
     order = np.random.default_rng([seed, 2]).permutation(len(images))
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
@@ -59,8 +54,7 @@ def load_images(path, size=None, test_fraction=0.1, seed=0, channels=None):
 def read_images(path, size=None, channels=None, split=False):
     """Reads images as `load_images` does, without a test split: one float32 array (N, H, W, C) in [0, 1].
 
-    With `split`, an .npz file's `x_train` and `x_test` come back as a pair of arrays;
-    without it, joined into one.
+    With `split`, an .npz file's `x_train` and `x_test` come back as a pair of arrays; without it, joined into one.
     """
     path = Path(path)
     if size is not None:
@@ -72,26 +66,22 @@ def read_images(path, size=None, channels=None, split=False):
     if path.is_dir():
         return _read_folder(path, size, channels)
     if path.suffix.lower() not in (".npy", ".npz"):
-        raise DataError(
-            f"{path}: not a folder, .npy or .npz file; give a folder of PNG or JPEG files, or a NumPy array file.",
-            path=path,
-        )
+        raise DataError(f"{path}: not a folder, .npy or .npz file; give a folder of PNG or JPEG files, "
+                        "or a NumPy array file.", path=path)
     arrays = _read_arrays(path)
     if not isinstance(arrays, tuple):
         return _as_images(arrays, path, size, channels)
     parts = [_as_images(array, f"{path} ({key})", size, channels) for key, array in arrays]
     if parts[0].shape[1:] != parts[1].shape[1:]:
-        raise DataError(f"{path}: x_train and x_test hold images of shapes {parts[0].shape[1:]} and {parts[1].shape[1:]}; "
-                        "give a size to resize them to (size=(H, W), --resize HxW).", path=path)
+        raise DataError(f"{path}: x_train and x_test hold images of shapes {parts[0].shape[1:]} and "
+                        f"{parts[1].shape[1:]}; give a size to resize them to (size=(H, W), --resize HxW).", path=path)
     return tuple(parts) if split else np.concatenate(parts)
 
 
 def _read_folder(folder, size, channels):
     """The image files of `folder`, decoded into one float32 array allocated once (its size checked first)."""
-    files = sorted(
-        file for file in folder.rglob("*")
-        if file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".") and file.is_file()
-    )
+    files = sorted(file for file in folder.rglob("*")
+                   if file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".") and file.is_file())
     if not files:
         others = [entry.name for entry in sorted(folder.iterdir())][:5]
         found = f"it holds {', '.join(others)}{' ...' if len(others) == 5 else ''}" if others else "it is empty"
@@ -105,14 +95,10 @@ def _read_folder(folder, size, channels):
             raise _unreadable(file, error) from None
         grey = grey and mode in GREY_MODES
         if size is None and shape is not None and file_size != shape:
-            raise DataError(
-                f"{file}: {file_size[0]}x{file_size[1]} pixels, but {first} is {shape[0]}x{shape[1]}; give a size "
-                "to resize them all to (size=(H, W), --resize HxW).",
-                path=file,
-            )
+            raise DataError(f"{file}: {file_size[0]}x{file_size[1]} pixels, but {first} is {shape[0]}x{shape[1]}; "
+                            "give a size to resize them all to (size=(H, W), --resize HxW).", path=file)
         shape, first = shape or file_size, first or file
     height, width = size or shape
-    _check_sides(folder, height, width)
     channels = channels or (1 if grey else 3)
     images = _allocate(folder, len(files), (height, width, channels))
     for index, file in enumerate(files):
@@ -141,11 +127,8 @@ def _read_arrays(path):
                 return arrays[keys[0] if len(keys) == 1 else "images"]
     except (OSError, ValueError, EOFError) as error:
         raise DataError(f"{path}: not a readable NumPy file ({type(error).__name__}: {error}).", path=path) from None
-    raise DataError(
-        f"{path}: holds the arrays {', '.join(keys) or 'none'}; name the images 'images' (or 'x_train' and "
-        "'x_test'), or save one array.",
-        path=path,
-    )
+    raise DataError(f"{path}: holds the arrays {', '.join(keys) or 'none'}; name the images 'images' (or 'x_train' "
+                    "and 'x_test'), or save one array.", path=path)
 
 
 def _as_images(array, path, size, channels):
@@ -153,18 +136,12 @@ def _as_images(array, path, size, channels):
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[3] not in (1, 3) or len(array) == 0:
-        raise DataError(
-            f"{path}: an array of shape {array.shape}; images are (N, H, W) grey or (N, H, W, C) with C = 1 (grey) "
-            "or 3 (colour), N >= 1.",
-            path=path,
-        )
+        raise DataError(f"{path}: an array of shape {array.shape}; images are (N, H, W) grey or (N, H, W, C) with "
+                        "C = 1 (grey) or 3 (colour), N >= 1.", path=path)
     if array.dtype != np.uint8 and array.dtype.kind != "f":
-        raise DataError(
-            f"{path}: an array of {array.dtype}; images are uint8 (0-255) or floats in [0, 1].", path=path
-        )
+        raise DataError(f"{path}: an array of {array.dtype}; images are uint8 (0-255) or floats in [0, 1].", path=path)
     count, height, width, depth = array.shape
     height, width = size or (height, width)
-    _check_sides(path, height, width)
     channels = channels or depth
     images = _allocate(path, count, (height, width, channels))
     for start in range(0, count, 1024):  # in chunks: an .npy file is mapped, not read whole
@@ -177,12 +154,9 @@ def _as_images(array, path, size, channels):
             if not finite.all() or chunk.min() < 0 or chunk.max() > 1:
                 values = chunk[finite]
                 span = f"from {values.min():g} to {values.max():g}" if values.size else "none finite"
-                raise DataError(
-                    f"{path}: values {span}{'' if finite.all() else ', and NaN or infinity'} in images "
-                    f"{start} to {start + len(chunk) - 1}; float images must lie in [0, 1] (uint8 0-255 is "
-                    "divided by 255 itself).",
-                    path=path,
-                )
+                raise DataError(f"{path}: values {span}{'' if finite.all() else ', and NaN or infinity'} in images "
+                                f"{start} to {start + len(chunk) - 1}; float images must lie in [0, 1] (uint8 0-255 "
+                                "is divided by 255 itself).", path=path)
         if chunk.shape[3] != channels:  # grey to colour by repeating, colour to grey by ITU-R 601 luma as PIL
             chunk = np.repeat(chunk, 3, axis=3) if channels == 3 else chunk @ np.float32([0.299, 0.587, 0.114])[:, None]
         if chunk.shape[1:3] != (height, width):
@@ -193,33 +167,25 @@ def _as_images(array, path, size, channels):
 
 def _resized(image, height, width):
     """One float image (H, W, C) resized with Lanczos, per channel (PIL's float mode), clipped to [0, 1]."""
-    planes = [
-        np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.Resampling.LANCZOS))
-        for c in range(image.shape[2])
-    ]
+    planes = [np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.Resampling.LANCZOS))
+              for c in range(image.shape[2])]
     return np.clip(np.stack(planes, axis=2), 0.0, 1.0)
 
 
-def _check_sides(path, height, width):
-    if not (MIN_IMAGE_SIDE <= height <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= width <= MAX_IMAGE_SIDE):
-        raise DataError(
-            f"{path}: images of {height}x{width} pixels; the networks take sides from {MIN_IMAGE_SIDE} to "
-            f"{MAX_IMAGE_SIDE} pixels: give a size to resize them to (size=(H, W), --resize HxW).",
-            path=path,
-        )
-
-
 def _allocate(path, count, shape):
-    """A float32 array for `count` images of `shape`, or a DataError when they would not fit in memory."""
+    """A float32 array for `count` images of `shape` (H, W, C); a DataError when their sides are out of the
+    networks' range, or when they would not fit in memory."""
+    height, width, _ = shape
+    if not (MIN_IMAGE_SIDE <= height <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= width <= MAX_IMAGE_SIDE):
+        raise DataError(f"{path}: images of {height}x{width} pixels; the networks take sides from {MIN_IMAGE_SIDE} "
+                        f"to {MAX_IMAGE_SIDE} pixels: give a size to resize them to (size=(H, W), --resize HxW).",
+                        path=path)
     needed = count * math.prod(shape) * 4
     available = _available_memory()
     if available is not None and needed > MEMORY_SHARE * available:
-        raise DataError(
-            f"{path}: {count:,} images of {'x'.join(map(str, shape))} need {needed / 2**30:.1f} GiB as float32, more "
-            f"than the {MEMORY_SHARE * available / 2**30:.1f} GiB of memory free for them; resize them smaller "
-            "(--resize) or use fewer.",
-            path=path,
-        )
+        raise DataError(f"{path}: {count:,} images of {'x'.join(map(str, shape))} need {needed / 2**30:.1f} GiB as "
+                        f"float32, more than the {MEMORY_SHARE * available / 2**30:.1f} GiB of memory free for them; "
+                        "resize them smaller (--resize) or use fewer.", path=path)
     return np.empty((count, *shape), dtype=np.float32)
 
 
