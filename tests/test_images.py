@@ -261,3 +261,6 @@ def test_cli_refuses_what_does_not_apply_to_own_images_in_one_line(tmp_path, cap
     assert "give them with --images PATH" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(run / "vae.keras"), "--images", str(tmp_path / "photos")]) == 0
     assert "Test images: 20 of" in capsys.readouterr().out
+    # Your own images have no labels: --test-size slices the images alone (it raised a TypeError).
+    assert main(["evaluate", "--model", str(run / "vae.keras"), "--images", str(tmp_path / "photos"), "--test-size", "5"]) == 0
+    assert "Test images: 5 of" in capsys.readouterr().out

@@ -303,7 +303,7 @@ def test_a_kl_warmup_continues_exactly_across_a_resume_and_the_beta_run_logs_the
     config = VAEConfig(epochs=3, beta=2.0, kl_warmup_epochs=2, **CPU)
     whole = training.train(config, tmp_path / "whole", data=small_mnist, verbose=0)
     assert float(np.asarray(whole.model.kl_weight)) == 2.0  # epoch 3: 2.0 * min(1, 2 / 2)
-    assert [vae_keras.callbacks.kl_weight_at(whole.model, epoch) for epoch in range(3)] == [0.0, 1.0, 2.0]
+    assert [vae_keras.training.kl_weight_at(whole.model, epoch) for epoch in range(3)] == [0.0, 1.0, 2.0]
     history = whole.history
     np.testing.assert_allclose(history["val_elbo"], np.add(history["val_reconstruction_loss"], history["val_kl_loss"]), rtol=1e-5)
     (_, _), (x_test, _) = small_mnist

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from vae_keras import losses
-from vae_keras.checks import check_int, check_number
+from vae_keras.config import check_int, check_number
 from vae_keras.data import in_batches
 
 # (Image, sample) pairs per decoder call in `iwae_bound`: bounds the memory (10,000 MNIST decodings: 31 MB of float32).
@@ -36,10 +36,8 @@ def log_importance_weights(x, x_pred, z, z_mean, z_log_var, likelihood="gaussian
     if x.shape != x_pred.shape:
         raise ValueError(f"x and x_pred must have the same shape, received {x.shape} and {x_pred.shape}")
     if not (z.shape == z_mean.shape == z_log_var.shape) or z.ndim != 2 or len(z) != len(x):
-        raise ValueError(
-            "z, z_mean and z_log_var must all have shape (n, latent_dim) with n the number of "
-            f"images ({len(x)}), received {z.shape}, {z_mean.shape} and {z_log_var.shape}"
-        )
+        raise ValueError("z, z_mean and z_log_var must all have shape (n, latent_dim) with n the number of "
+                         f"images ({len(x)}), received {z.shape}, {z_mean.shape} and {z_log_var.shape}")
     # The ELBO's reconstruction term is -log p(x|z) up to the constant the loss leaves out.
     reconstruction = losses.bernoulli_reconstruction_loss if likelihood == "bernoulli" else losses.reconstruction_loss
     log_likelihood = -ops.convert_to_numpy(reconstruction(x, x_pred)).astype("float64")

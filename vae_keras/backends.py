@@ -11,13 +11,10 @@ import contextlib
 import os
 import sys
 
-from vae_keras.checks import check_choice
 from vae_keras.config import EXECUTION_ENVIRONMENTS
 
-# TensorFlow's C++ log lines ("failed call to cuInit" on a machine without a
-# GPU, tf.data version notices), read when TensorFlow is first imported: "3"
-# hides them. Python warnings and errors are unaffected; set
-# TF_CPP_MIN_LOG_LEVEL yourself to see them.
+# TensorFlow's C++ log lines ("failed call to cuInit" without a GPU, tf.data notices), read when it is first
+# imported: "3" hides them; Python warnings and errors are unaffected. Set TF_CPP_MIN_LOG_LEVEL to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # The Keras backends this project runs on.
@@ -74,10 +71,8 @@ except (ImportError, ValueError) as error:  # ValueError: a backend name Keras d
     raise ImportError(_message) from None
 
 if BACKEND not in BACKENDS:
-    raise ImportError(
-        f"vae_keras trains on Keras' {', '.join(BACKENDS)} backends; Keras runs on "
-        f"{BACKEND!r} (KERAS_BACKEND or ~/.keras/keras.json). Set KERAS_BACKEND to one of those."
-    )
+    raise ImportError(f"vae_keras trains on Keras' {', '.join(BACKENDS)} backends; Keras runs on "
+                      f"{BACKEND!r} (KERAS_BACKEND or ~/.keras/keras.json). Set KERAS_BACKEND to one of those.")
 
 
 def check_floatx():
@@ -95,9 +90,7 @@ def check_floatx():
 
 def backend_version():
     """The version of the active backend's library, such as "2.20.0"."""
-    return {"tensorflow": lambda: tf.__version__, "jax": lambda: jax.__version__, "torch": lambda: torch.__version__}[
-        BACKEND
-    ]()
+    return sys.modules[BACKEND].__version__  # the backends are named as their libraries
 
 
 def visible_gpus():
@@ -111,35 +104,25 @@ def visible_gpus():
 
 
 def select_device(execution_environment="auto", verbose=True):
-    """Chooses where to train, as the reference's `executionEnvironment` does.
+    """Chooses where to train, as the reference's `executionEnvironment` does: "gpu:0" or "cpu:0", for `keras.device`.
 
-    Args:
-        execution_environment: "auto" (a GPU where the backend sees one, else
-            the CPU), "cpu" or "gpu".
-        verbose: print the backend and the choice.
-
-    Returns:
-        A device name for `keras.device`: "gpu:0" or "cpu:0".
-
-    Raises:
-        ValueError: for an unknown environment.
-        RuntimeError: for "gpu" when the backend sees no GPU.
+    "auto": a GPU where the backend sees one, else the CPU; "gpu" without one is a
+    RuntimeError. `verbose` prints the backend and the choice.
     """
-    check_choice("execution_environment", execution_environment, EXECUTION_ENVIRONMENTS)
+    if execution_environment not in EXECUTION_ENVIRONMENTS:  # "auto", "cpu" or "gpu"
+        raise ValueError(f"execution_environment must be one of 'auto', 'cpu', 'gpu', received "
+                         f"execution_environment={execution_environment!r}")
     gpus = [] if execution_environment == "cpu" else visible_gpus()
     if execution_environment == "gpu" and not gpus:
         raise RuntimeError(
-            f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. "
-            f"Install a GPU build ({gpu_install_hint()}) on a machine with an "
-            "NVIDIA GPU, or use execution_environment='auto' or 'cpu'."
+            f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. Install a GPU build "
+            f"({gpu_install_hint()}) on a machine with an NVIDIA GPU, or use execution_environment='auto' or 'cpu'."
         )
     device = "gpu:0" if gpus else "cpu:0"
     if verbose:
         where = f"the GPU ({gpus[0]})" if gpus else "the CPU"
-        print(
-            f"Keras backend {BACKEND!r}, execution environment "
-            f"{execution_environment!r}: training on {where}, device {device!r}."
-        )
+        print(f"Keras backend {BACKEND!r}, execution environment {execution_environment!r}: training on {where}, "
+              f"device {device!r}.")
     return device
 
 
@@ -178,43 +161,30 @@ def steps_per_execution(setting, device, steps_per_epoch):
 
 
 def distribution(setting, device, batch_sizes):
-    """Keras' `DataParallel` over every device of the chosen kind, or None for one device.
+    """Keras' `DataParallel` over every device of the kind of `device` ("cpu:0"), or None for one device.
 
-    Args:
-        setting: `VAEConfig.data_parallel`: "auto" splits each batch where JAX
-            sees several devices of the kind; True insists; False never.
-        device: the training device, such as "cpu:0".
-        batch_sizes: `{name: size}` of the batches to split, for the check
-            that the devices share them evenly.
-
-    Raises:
-        ValueError: for True on a backend other than JAX or with one device,
-            or a batch size the devices cannot share evenly.
+    `setting` is `VAEConfig.data_parallel`: "auto" splits each batch where JAX sees
+    several devices of the kind, True insists (a ValueError on another backend or
+    one device), False never. `batch_sizes`, `{name: size}`, must share evenly.
     """
     kind = device.split(":")[0]
     count = len(visible_gpus()) if kind == "gpu" else (len(jax.devices("cpu")) if BACKEND == "jax" else 1)
     if setting is False or (setting == "auto" and (BACKEND != "jax" or count < 2)):
         return None
     if BACKEND != "jax" or count < 2:
-        raise ValueError(
-            f"data_parallel=True needs the JAX backend and several devices; the "
-            f"{BACKEND} backend sees {count} {kind.upper()} device(s)"
-        )
+        raise ValueError(f"data_parallel=True needs the JAX backend and several devices; the {BACKEND} backend sees "
+                         f"{count} {kind.upper()} device(s)")
     for name, size in batch_sizes.items():
         if size % count:
-            raise ValueError(
-                f"{name} must be a multiple of the {count} devices that share each batch, "
-                f"received {name}={size!r}"
-            )
+            raise ValueError(f"{name} must be a multiple of the {count} devices that share each batch, received {name}={size!r}")
     return keras.distribution.DataParallel(devices=keras.distribution.list_devices(kind))
 
 
 def scope(device, data_parallel=None):
     """The device scope, and the data-parallel one where there is one, as one context manager.
 
-    On PyTorch the CPU is named without an index: Keras moves each new weight
-    with `.to("cpu:0")`, which would copy a weight made on "cpu" into a tensor
-    that is no longer a trainable parameter.
+    On PyTorch the CPU is named without an index: Keras moves each new weight with `.to("cpu:0")`, which
+    would copy a weight made on "cpu" into a tensor that is no longer a trainable parameter.
     """
     if BACKEND == "torch" and device.startswith("cpu"):
         device = "cpu"
@@ -228,8 +198,7 @@ def scope(device, data_parallel=None):
 def set_random_seed(seed):
     """`keras.utils.set_random_seed` (Python, NumPy, Keras, the backend) without TensorFlow on JAX or PyTorch.
 
-    Keras also seeds TensorFlow wherever it is installed, for `tf.data`; this
-    project does not use `tf.data` off TensorFlow, so there it is kept out.
+    Keras also seeds TensorFlow wherever it is installed, for `tf.data`, which this project does not use off it.
     """
     if BACKEND == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)

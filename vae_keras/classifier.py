@@ -7,8 +7,7 @@ import keras
 from keras import layers
 
 from vae_keras.backends import BACKEND
-from vae_keras.checks import MAX_SEED, check_int
-from vae_keras.config import CLASSIFIER_PATH, MNIST_IMAGE_SHAPE, NUM_CLASSES
+from vae_keras.config import CLASSIFIER_PATH, MAX_SEED, MNIST_IMAGE_SHAPE, NUM_CLASSES, check_int
 from vae_keras.data import load_mnist
 from vae_keras.files import load_keras_file, write_atomically, write_bytes
 
@@ -91,9 +90,7 @@ def load_classifier(path=None):
     classifier = load_keras_file(path, "classifier", hint if path == CLASSIFIER_PATH else "", compile=False)
     layer_names = [layer.name for layer in getattr(classifier, "layers", [])]
     if FEATURES_LAYER not in layer_names or tuple(classifier.outputs[0].shape[1:]) != (NUM_CLASSES,):
-        raise ValueError(
-            f"{path} holds no digit classifier: expected a model with a {FEATURES_LAYER!r} "
-            f"layer and {NUM_CLASSES} outputs, received {type(classifier).__name__} "
-            f"{classifier.name!r} with layers {layer_names}"
-        )
+        raise ValueError(f"{path} holds no digit classifier: expected a model with a {FEATURES_LAYER!r} "
+                         f"layer and {NUM_CLASSES} outputs, received {type(classifier).__name__} "
+                         f"{classifier.name!r} with layers {layer_names}")
     return classifier

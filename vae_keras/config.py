@@ -7,37 +7,63 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_keras.checks import MAX_SEED, check_choice, check_int, check_number
 
-# Numeric precision of the layers' computations: "float32" as the reference, or
-# "mixed_bfloat16" (bfloat16 arithmetic, float32 weights, loss and optimizer).
-PRECISIONS = ("float32", "mixed_bfloat16")
+# The checks of values that enter the package, one function per kind, one message style: each raises a
+# ValueError naming the argument and the value received, "batch_size must be a positive integer, received
+# batch_size=0". VAEConfig checks its fields with them once; public functions that take raw values, too.
+# Seeds feed NumPy's and Keras' generators, which take 32-bit unsigned integers.
+MAX_SEED = 2**32 - 1
 
-# The decoder's distributions p(x | z): the reference's Gaussian of variance 1, or Bernoulli.
-LIKELIHOODS = ("gaussian", "bernoulli")
 
-# Where training can run: the three values of the reference's `executionEnvironment`.
-EXECUTION_ENVIRONMENTS = ("auto", "cpu", "gpu")
+def check_int(name, value, minimum=1, maximum=None, maximum_is=None):
+    """Returns `value` if it is an integer in [minimum, maximum] (booleans are not); raises otherwise.
 
-# Set to "1" (pytest does, in conftest.py) to make the notebooks run short.
-QUICK_ENV_VAR = "VAE_KERAS_QUICK"
+    `maximum_is` says what the maximum is, for the message.
+    """
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+            or (maximum is not None and value > maximum)):
+        if maximum is not None:
+            wanted = f"an integer from {minimum} to {maximum}" + (f" ({maximum_is})" if maximum_is else "")
+        else:
+            wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        _fail(name, value, wanted)
+    return value
 
-# Number of MNIST training images; the reference takes floor(60000 / 512) = 117
-# full mini-batches per epoch and drops the last 96 images.
+
+def check_number(name, value, minimum=0.0, inclusive=False):
+    """Returns `value` if it is a finite real number above `minimum` (or equal, if `inclusive`); raises otherwise."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value) or not (value >= minimum if inclusive else value > minimum)):
+        _fail(name, value, f"a finite number {'>=' if inclusive else '>'} {minimum:g}")
+    return value
+
+
+def check_choice(name, value, choices):
+    """Returns `value` if it is one of `choices` (compared with ==, types included); raises otherwise."""
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        _fail(name, value, f"one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def _fail(name, value, wanted):
+    raise ValueError(f"{name} must be {wanted}, received {name}={value!r}")
+
+
+PRECISIONS = ("float32", "mixed_bfloat16")  # the reference's, or bfloat16 arithmetic with float32 weights and loss
+LIKELIHOODS = ("gaussian", "bernoulli")  # the decoder's p(x | z): the reference's Gaussian of variance 1, or Bernoulli
+EXECUTION_ENVIRONMENTS = ("auto", "cpu", "gpu")  # the reference's `executionEnvironment`
+AUTO_BOOL = (True, False, "auto")  # the values of the fields that take True, False or "auto"
+QUICK_ENV_VAR = "VAE_KERAS_QUICK"  # "1" (pytest sets it, in conftest.py) makes the notebooks run short
+
+# MNIST: 60,000 training images (the reference takes floor(60000 / 512) = 117 full
+# mini-batches per epoch and drops the last 96), 28 x 28 grey pixels, the digits 0-9.
 MNIST_TRAIN_SIZE = 60_000
-
-# MNIST's images: 28 x 28 pixels, one grey channel.
 MNIST_IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
 
 # The sides of the images the networks take (pixels), and their channels: 1 grey, 3 colour.
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 512
 CHANNELS = (1, 3)
-
-# The classes of MNIST: the digits 0-9, which a conditional VAE is given.
-NUM_CLASSES = 10
-
-# The values of the fields that take True, False or "auto".
-AUTO_BOOL = (True, False, "auto")
 
 # The reference's published test ELBO loss per epoch (MATLAB, GPU), epochs 1..50.
 REFERENCE_TEST_ELBO = (
@@ -48,14 +74,13 @@ REFERENCE_TEST_ELBO = (
     18.6574, 18.6388, 18.7133, 18.6846, 18.6001, 18.5897, 18.6184, 18.6389, 18.5918, 18.5081,
 )  # fmt: skip
 
-# The files that ship with the project: the MNIST data, the model trained with
-# the reference protocol and its history, and the digit classifier.
+# The files that ship with the project: the MNIST data, the model trained with the reference
+# protocol and its history, the digit classifier, and notebook 5's models (models/README.md).
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 PRETRAINED_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist.keras"
 PRETRAINED_HISTORY_PATH = PROJECT_DIR / "models" / "vae_mnist_history.csv"
 CLASSIFIER_PATH = PROJECT_DIR / "models" / "digit_classifier.keras"
-# The shipped models of notebook 5: a conditional VAE and a VAE with a 2-D code (models/README.md).
 CONDITIONAL_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist_conditional.keras"
 LATENT2_MODEL_PATH = PROJECT_DIR / "models" / "vae_mnist_latent2.keras"
 
@@ -69,17 +94,10 @@ def _field(default, help, choices=None):
 class VAEConfig:
     """Settings of one training run; the defaults are the MATLAB example's.
 
-    Notebooks, the command line and tests override fields on it:
-    `VAEConfig(epochs=1)`, `dataclasses.replace(config, seed=1)`.
+    Override fields on it: `VAEConfig(epochs=1)`, `dataclasses.replace(config, seed=1)`. Every field is
+    checked here, once: a ValueError names the field and the value received.
 
-    Raises:
-        ValueError: when a field holds an invalid value; the message names the
-            field and the value received.
-
-    Example:
-
-    >>> config = VAEConfig(epochs=2)
-    >>> config.steps_per_epoch()
+    >>> VAEConfig(epochs=2).steps_per_epoch()
     117
     """
 
@@ -152,10 +170,8 @@ class VAEConfig:
                 raise ValueError(f"images must be the path of a folder or an array file, received images={self.images!r}")
             self.images = str(self.images)
             if self.conditional:
-                raise ValueError(
-                    "conditional=True needs each image's digit label, which MNIST has and your own images "
-                    f"(images={self.images!r}) do not; leave conditional off"
-                )
+                raise ValueError("conditional=True needs each image's digit label, which MNIST has and your own images "
+                                 f"(images={self.images!r}) do not; leave conditional off")
         elif self.resize is not None:
             raise ValueError(f"resize={self.resize!r} applies to your own images: give images= (--images) too")
         if not (isinstance(self.test_fraction, (int, float)) and not isinstance(self.test_fraction, bool)
@@ -186,15 +202,8 @@ class VAEConfig:
                 check_choice(field.name, getattr(self, field.name), field.metadata["choices"])
 
     def steps_per_epoch(self, n_train=None):
-        """Number of full mini-batches per epoch: floor(n_train / batch_size).
-
-        Args:
-            n_train: number of training images; defaults to `train_size`, or
-                60,000 when that is None.
-
-        Returns:
-            An int, 117 for the reference settings.
-        """
+        """Full mini-batches per epoch, floor(n_train / batch_size): 117 for the reference. `n_train`: the training
+        images (None: `train_size`, else MNIST's 60,000)."""
         if n_train is None:
             n_train = MNIST_TRAIN_SIZE if self.train_size is None else self.train_size
         return n_train // self.batch_size
@@ -213,18 +222,11 @@ def check_image_shape(name, value, channels=True):
         or not all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in value[:2])
         or (channels and value[2] not in CHANNELS)
     ):
-        raise ValueError(
-            f"{name} must be {wanted}, sides from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels"
-            + (", channels 1 (grey) or 3 (colour)" if channels else "") + f", received {name}={value!r}"
-        )
+        raise ValueError(f"{name} must be {wanted}, sides from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels"
+                         + (", channels 1 (grey) or 3 (colour)" if channels else "") + f", received {name}={value!r}")
     return tuple(int(side) for side in value)
 
 
 def quick_run():
-    """Whether notebooks should run short: the one place `VAE_KERAS_QUICK` is read.
-
-    Returns:
-        True when the environment variable `VAE_KERAS_QUICK` is "1" (pytest
-        sets it), False in an ordinary JupyterLab session.
-    """
+    """Whether notebooks should run short: `VAE_KERAS_QUICK` is "1" (pytest sets it); the one place it is read."""
     return os.environ.get(QUICK_ENV_VAR, "") == "1"

@@ -9,8 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vae_keras.checks import check_int
-from vae_keras.config import DEFAULT_DATA_DIR
+from vae_keras.config import DEFAULT_DATA_DIR, check_int
 
 # The four files of MNIST, by role, without the `.gz` suffix.
 MNIST_FILES = {

@@ -1,12 +1,8 @@
 """Interactive explorers for JupyterLab: drag a slider and the decoded digit is redrawn as it moves.
 
-`LatentExplorer` has one slider per latent coordinate of a 2-D model, or per
-principal direction of a larger model's code means; `InterpolationExplorer`
-has one slider from one image's code to another's. For a conditional model
-both add a digit selector: the same code is then drawn as the chosen digit.
-Both are `ipywidgets` boxes. Where no kernel runs them (a notebook on GitHub), they show instead a
-static figure of what the sliders would show: each one's mime bundle carries
-that figure as `image/png` beside the live widget.
+`LatentExplorer` moves through the latent space, `InterpolationExplorer` from one image's code to another's; for a
+conditional model both add a digit selector. Where no kernel runs these `ipywidgets` boxes (a notebook on GitHub),
+their mime bundle carries, as `image/png` beside the live widget, a static figure of what the sliders would show.
 """
 
 import io
@@ -17,15 +13,17 @@ import numpy as np
 from PIL import Image
 
 from vae_keras import analysis, plotting
-from vae_keras.checks import check_int, check_number
-from vae_keras.config import NUM_CLASSES
+from vae_keras.config import NUM_CLASSES, check_int, check_number
 
 # Pixels per image pixel of the live digit (28 x 28 -> 224 x 224).
 ZOOM = 8
 
 
 class _Explorer(widgets.VBox):
-    """Sliders, the decoded digit as a live image, and a static figure for renderers without a kernel."""
+    """Sliders, the decoded digit as a live image, and a static figure for renderers without a kernel.
+
+    A subclass gives `code()`, the code the sliders point at (float32, (latent_dim,)), and `static_figure()`.
+    """
 
     def __init__(self, model, sliders, title, digit=0):
         self.model = model
@@ -35,10 +33,8 @@ class _Explorer(widgets.VBox):
         self.digit_selector = None
         if model.conditional:
             check_int("digit", digit, minimum=0, maximum=NUM_CLASSES - 1, maximum_is="the digits 0-9")
-            self.digit_selector = widgets.ToggleButtons(
-                options=list(range(NUM_CLASSES)), value=int(digit), description="digit",
-                style={"button_width": "2.2em"},
-            )
+            self.digit_selector = widgets.ToggleButtons(options=list(range(NUM_CLASSES)), value=int(digit),
+                                                        description="digit", style={"button_width": "2.2em"})
             controls.append(self.digit_selector)
         for control in controls:
             control.observe(self._redraw, names="value")
@@ -49,10 +45,6 @@ class _Explorer(widgets.VBox):
         """The chosen digit `n` times (int32), for a conditional model's decoder; None for an unconditional one."""
         return None if self.digit_selector is None else np.full(n, self.digit_selector.value, dtype="int32")
 
-    def code(self):
-        """The code the sliders point at, float32 (latent_dim,)."""
-        raise NotImplementedError
-
     def decoded(self):
         """The decoded digit at the sliders' code: float32 (28, 28), values in [0, 1]."""
         return self.model.decode_codes(self.code()[None], self.digits(1))[0, ..., 0]
@@ -62,9 +54,17 @@ class _Explorer(widgets.VBox):
         Image.fromarray(plotting.grey_levels(self.decoded(), ZOOM), mode="L").save(buffer, format="PNG")
         self.image.value = buffer.getvalue()
 
-    def static_figure(self):
-        """What the sliders show, for a renderer without a kernel: a `matplotlib.figure.Figure`."""
-        raise NotImplementedError
+    def _decoded_rows(self, codes, column_labels, row_labels, title):
+        """A figure of `codes` decoded, `len(column_labels)` a row, the rows labelled by `row_labels`."""
+        n, rows = len(column_labels), len(codes) // len(column_labels)
+        decoded = self.model.decode_codes(codes.astype("float32"), self.digits(len(codes)))
+        figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.0 * rows + 0.6), layout="constrained")
+        axis = figure.subplots()
+        axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)
+        axis.set_xticks(14 + 28 * np.arange(n), labels=column_labels)
+        axis.set_yticks(14 + 28 * np.arange(len(row_labels)), labels=row_labels)
+        axis.set_title(title)
+        return figure
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -75,23 +75,11 @@ class _Explorer(widgets.VBox):
 
 
 class LatentExplorer(_Explorer):
-    """Sliders over a model's latent space; the decoded digit follows them.
+    """Sliders over a model's latent space, each reaching `span` either way; the decoded digit follows them.
 
-    For a 2-D model the sliders are the two coordinates themselves; otherwise
-    they move along the first `directions` principal directions of the code
-    means of `x`, in standard deviations, from the mean code.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x: images whose code means give the directions (needed unless `latent_dim == 2`).
-        directions: number of sliders for a model of more than 2 dimensions, 1 to 10.
-        span: how far each slider reaches, in standard deviations (> 0).
-        y: the digits of `x`, for a conditional model's encoder.
-        digit: the digit first selected, for a conditional model.
-
-    Raises:
-        ValueError: for `x` (or, for a conditional model, `y`) missing where it is needed, or
-            a bad `directions`, `span` or `digit`.
+    For a 2-D model the sliders are the two coordinates themselves; otherwise they move along the first
+    `directions` (1 to 10) principal directions of the code means of `x` (with its digits `y` for a conditional
+    model), in standard deviations, from the mean code. `digit`: a conditional model's first digit.
     """
 
     def __init__(self, model, x=None, directions=2, span=3.0, y=None, digit=0):
@@ -101,12 +89,9 @@ class LatentExplorer(_Explorer):
         else:
             check_int("directions", directions, maximum=min(10, model.latent_dim))
             if x is None:
-                raise ValueError(
-                    f"A model of latent_dim={model.latent_dim} needs images x: the sliders move along the "
-                    "principal directions of their code means"
-                )
+                raise ValueError(f"A model of latent_dim={model.latent_dim} needs images x: the sliders move along "
+                                 "the principal directions of their code means")
             from sklearn.decomposition import PCA
-
             if model.conditional and y is None:
                 raise ValueError("A conditional model encodes x with its digits: pass y, the labels of x")
             z_mean, _ = analysis.encode(model, plotting.check_images(x), y)
@@ -115,11 +100,8 @@ class LatentExplorer(_Explorer):
             self.axes = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
             names = [f"PC {i + 1}" for i in range(directions)]
         self.span = float(span)
-        sliders = [
-            widgets.FloatSlider(value=0.0, min=-span, max=span, step=span / 50, description=name,
-                                continuous_update=True, readout_format=".2f")
-            for name in names
-        ]
+        sliders = [widgets.FloatSlider(value=0.0, min=-span, max=span, step=span / 50, description=name,
+                                       continuous_update=True, readout_format=".2f") for name in names]
         title = "The decoder at a code you choose" + ("" if model.latent_dim == 2 else " (in standard deviations)")
         super().__init__(model, sliders, title, digit)
 
@@ -130,29 +112,17 @@ class LatentExplorer(_Explorer):
     def static_figure(self, n=9):
         """The decoder along each slider's range (the others at 0), one row per slider."""
         values = np.linspace(-self.span, self.span, n)
-        rows = [self.center + values[:, None] * axis for axis in self.axes]
-        decoded = self.model.decode_codes(np.concatenate(rows).astype("float32"), self.digits(n * len(rows)))
-        figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.0 * len(rows) + 0.6), layout="constrained")
-        axis = figure.subplots()
-        axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)
-        axis.set_xticks(14 + 28 * np.arange(n), labels=[f"{value:.1f}" for value in values])
-        axis.set_yticks(14 + 28 * np.arange(len(rows)), labels=[slider.description for slider in self.sliders])
+        codes = np.concatenate([self.center + values[:, None] * axis for axis in self.axes])
         drawn_as = "" if self.digit_selector is None else f", drawn as a {self.digit_selector.value}"
-        axis.set_title(f"Each slider's range, the others at 0{drawn_as} (run the notebook to drag them)")
-        return figure
+        return self._decoded_rows(codes, [f"{value:.1f}" for value in values],
+                                  [slider.description for slider in self.sliders],
+                                  f"Each slider's range, the others at 0{drawn_as} (run the notebook to drag them)")
 
 
 class InterpolationExplorer(_Explorer):
     """One slider from the code mean of one image (t = 0) to another's (t = 1); the decoded digit follows it.
 
-    Args:
-        model: a `vae_keras.VAE`.
-        x_start, x_end: the two images, (28, 28, 1) or (28, 28).
-        digits: for a conditional model, the two images' digits `(start, end)`; the
-            digit selector starts at the first.
-
-    Raises:
-        ValueError: for a conditional model without `digits`.
+    A conditional model needs `digits`, the two images' digits `(start, end)`; its selector starts at the first.
     """
 
     def __init__(self, model, x_start, x_end, digits=None):
@@ -172,12 +142,6 @@ class InterpolationExplorer(_Explorer):
     def static_figure(self, n=11):
         """The decoded codes at t = 0, 0.1, ..., 1."""
         ts = np.linspace(0.0, 1.0, n)
-        codes = ((1 - ts)[:, None] * self.start + ts[:, None] * self.end).astype("float32")
-        decoded = self.model.decode_codes(codes, self.digits(n))
-        figure = matplotlib.figure.Figure(figsize=(1.0 * n, 1.6), layout="constrained")
-        axis = figure.subplots()
-        axis.imshow(plotting.tile_images(decoded, columns=n), **plotting.IMAGE_STYLE)
-        axis.set_xticks(14 + 28 * np.arange(n), labels=[f"{t:.1f}" for t in ts])
-        axis.set_yticks([])
-        axis.set_title("t from 0 to 1 (run the notebook to drag the slider)")
-        return figure
+        codes = (1 - ts)[:, None] * self.start + ts[:, None] * self.end
+        return self._decoded_rows(codes, [f"{t:.1f}" for t in ts], [],
+                                  "t from 0 to 1 (run the notebook to drag the slider)")

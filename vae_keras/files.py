@@ -1,9 +1,11 @@
 """Files written whole or not at all, and `.keras` files read with errors that name them."""
 
+import contextlib
 import errno
 import glob
 import os
 import secrets
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,12 +13,8 @@ from pathlib import Path
 def write_atomically(path, write):
     """Writes a file whole or not at all; a full disk is one `OSError` naming the file. Returns `path`.
 
-    `write(temporary)` writes the content to a temporary file beside `path`,
-    named for this writer alone (its pid and a random tag, the same suffix so
-    that Keras, Pillow and Matplotlib know the format); it is flushed to disk
-    and renamed onto `path` in one step, so a kill at any moment leaves the
-    old file or the new one, and two writers of one file never mix their
-    bytes. Temporaries of `path` left by killed writers are removed first.
+    `write(temporary)` writes to this writer's own temporary file (`temporary_beside`), flushed to disk and renamed
+    onto `path` in one step: a kill at any moment leaves the old file or the new one; two writers never mix bytes.
     """
     path = Path(path)
     temporary = temporary_beside(path)
@@ -48,16 +46,12 @@ def checked_write(path, write):
 
 def fsync(path):
     """Flushes a file's or a folder's entry to disk (no-op where a folder cannot be opened)."""
-    try:
+    with contextlib.suppress(OSError):
         descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def is_alive(pid):
@@ -72,10 +66,8 @@ def is_alive(pid):
 
 
 def temporary_beside(path):
-    """A temporary name beside `path` for this writer alone, `.NAME.PID-TAG.partial.SUFFIX`.
-
-    Those of `path` whose writer is dead (killed mid-write) are deleted first.
-    """
+    """A temporary name beside `path` for this writer alone, `.NAME.PID-TAG.partial.SUFFIX` (the same suffix, so that
+    Keras, Pillow and Matplotlib know the format). Those of `path` left by killed writers are deleted first."""
     for old in path.parent.glob(f".{glob.escape(path.stem)}.*.partial{glob.escape(path.suffix)}"):
         pid = old.name[len(path.stem) + 2 :].split("-")[0]
         if pid.isdigit() and not is_alive(int(pid)):
@@ -83,25 +75,31 @@ def temporary_beside(path):
     return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
 
 
+def link_or_copy(source, target):
+    """Makes `target` the file `source`: a hard link (a copy where links fail), replaced in one step."""
+    temporary = temporary_beside(target)
+    try:
+        try:
+            os.link(source, temporary)
+        except OSError:
+            checked_write(target, lambda: shutil.copyfile(source, temporary))
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync(target.parent)
+
+
 def load_keras_file(path, what, hint="", compile=True):
-    """`keras.saving.load_model(path, compile)`, with a one-line error naming the file.
-
-    `what` names the content for the messages ("model"); `hint` is added when the file is missing.
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-        ValueError: when it is not a readable `.keras` archive.
-    """
+    """`keras.saving.load_model(path, compile)`, with one-line errors naming the file and `what` it holds ("model"):
+    `FileNotFoundError` (with `hint` added) if there is no file, `ValueError` if it is no readable `.keras` file."""
     import keras  # here, so that writing files needs no Keras
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No {what} file at {path}." + (f" {hint}" if hint else ""))
     if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"Could not load a {what} from {path}: it is not a .keras model archive (a .keras file is a zip "
-            "archive written by model.save); it may be truncated or another kind of file."
-        )
+        raise ValueError(f"Could not load a {what} from {path}: it is not a .keras model archive (a .keras file is a "
+                         "zip archive written by model.save); it may be truncated or another kind of file.")
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a bad archive

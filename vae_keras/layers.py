@@ -19,17 +19,9 @@ _KEY_STEP = 0x9E3779B9
 class Sampling(keras.layers.Layer):
     """Reparameterized sampling: z = z_mean + eps * exp(0.5 * z_log_var), eps ~ N(0, I).
 
-    Samples in training and in inference alike; see docs/design-notes.md.
-
-    Args:
-        seed: int or None, the seed of the layer's own `keras.random.SeedGenerator`.
-        **kwargs: base layer keyword arguments (`name`, `dtype`...).
-
-    Call arguments:
-        inputs: a pair `(z_mean, z_log_var)` of tensors of shape (batch, latent_dim).
-
-    Returns:
-        z, a tensor of the same shape.
+    Called on a pair `(z_mean, z_log_var)` of (batch, latent_dim) tensors; samples
+    in training and in inference alike (docs/design-notes.md). `seed` seeds the
+    layer's own `keras.random.SeedGenerator` (None: random).
     """
 
     def __init__(self, seed=None, **kwargs):
@@ -40,18 +32,14 @@ class Sampling(keras.layers.Layer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(
-            ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator
-        )
+        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
     def reseed(self, seed, stream=0):
-        """Restarts the noise: the draws that follow depend on `seed` and `stream` alone.
+        """Restarts the noise: the draws that follow depend on `seed` (0 to 2**32 - 1) and `stream` (>= 0) alone.
 
-        Args:
-            seed: an integer from 0 to 2**32 - 1.
-            stream: a non-negative integer (training uses the epoch); a stream holds 2**20 draws.
-                Streams 0-4095 keep the key `seed`; later ones move to the next keys.
+        Training uses the epoch as the stream; a stream holds 2**20 draws;
+        streams 0-4095 keep the key `seed`, later ones move to the next keys.
         """
         block, offset = divmod(int(stream), _STREAMS_PER_KEY)
         key = (int(seed) + block * _KEY_STEP) % (1 << 32)
@@ -74,6 +62,4 @@ class Sampling(keras.layers.Layer):
         return input_shape[0]
 
     def get_config(self):
-        base_config = super().get_config()
-        config = {"seed": self.seed}
-        return {**base_config, **config}
+        return {**super().get_config(), "seed": self.seed}

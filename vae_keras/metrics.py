@@ -9,10 +9,6 @@ class ELBO(keras.metrics.Mean):
 
     Feed it per-image losses (`losses.loss_terms(...)["elbo"]`); each batch counts by
     its number of images, so the result does not depend on the batch size.
-
-    Args:
-        name: name of the metric instance.
-        dtype: dtype of the metric's state.
     """
 
     def __init__(self, name="elbo", dtype=None):

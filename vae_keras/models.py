@@ -14,8 +14,7 @@ from keras import layers, ops
 
 from vae_keras import losses
 from vae_keras.backends import BACKEND
-from vae_keras.checks import check_int
-from vae_keras.config import MNIST_IMAGE_SHAPE, NUM_CLASSES, PRETRAINED_MODEL_PATH
+from vae_keras.config import MNIST_IMAGE_SHAPE, NUM_CLASSES, PRETRAINED_MODEL_PATH, check_int
 from vae_keras.data import in_batches
 from vae_keras.files import load_keras_file
 from vae_keras.layers import Sampling
@@ -40,11 +39,8 @@ def network_plan(image_shape=MNIST_IMAGE_SHAPE):
     256... filters. The decoder mirrors it: one transposed convolution takes the
     1x1 code to that small map in one step (the reference's 7x7 stride 7), 3x3
     stride-2 ones double it back, cropped to H x W where halving rounded up,
-    and a 3x3 stride-1 one makes the C channels.
-
-    Returns:
-        `(filters, small_map)`: the encoder's filters per convolution, and the
-        (height, width) of its last map, as `build_encoder` and `build_decoder` use them.
+    and a 3x3 stride-1 one makes the C channels. Returns `(filters, small_map)`:
+    the encoder's filters per convolution and the (height, width) of its last map.
     """
     height, width = image_shape[:2]
     filters = []
@@ -57,15 +53,12 @@ def network_plan(image_shape=MNIST_IMAGE_SHAPE):
 def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False, image_shape=MNIST_IMAGE_SHAPE):
     """The reference's encoder: conv 3x3/2 (32), ReLU, conv 3x3/2 (64), ReLU, dense (2 * latent_dim).
 
-    The first `latent_dim` outputs are the code's means, the last its
-    log-variances; Glorot-uniform weights and zero biases, as MATLAB's.
-    `dtype` is the layers' dtype policy ("mixed_bfloat16"; None: Keras' global one).
-    With `conditional`, a second input, the one-hot digit (batch, 10), joins the
-    flattened features before the dense layer: a conditional VAE's q(z | x, y).
+    A functional model from (batch, H, W, C) images to (batch, 2 * latent_dim):
+    the code's means, then its log-variances; Glorot-uniform weights and zero
+    biases, as MATLAB's. `dtype` is the layers' dtype policy ("mixed_bfloat16";
+    None: Keras' global one). With `conditional`, a second input, the one-hot
+    digit (batch, 10), joins the flattened features: a conditional VAE's q(z | x, y).
     Images of another `image_shape` get the convolutions of `network_plan`.
-
-    Returns:
-        A functional `keras.Model`: (batch, H, W, C) images [and one-hot digits] -> (batch, 2 * latent_dim).
     """
     images = keras.Input(shape=image_shape, name="input_encoder")
     x = images
@@ -84,12 +77,10 @@ def build_encoder(latent_dim=20, name="encoder", dtype=None, conditional=False, 
 def build_decoder(latent_dim=20, name="decoder", dtype=None, conditional=False, image_shape=MNIST_IMAGE_SHAPE):
     """The reference's decoder: 1x1xlatent_dim, transposed convs 7x7/7 (64), 3x3/2 (64), 3x3/2 (32), 3x3/1 (1).
 
-    ReLU between them; the output is logits (`VAE.decode` applies the sigmoid).
-    With `conditional`, the one-hot digit (batch, 10) joins the code: p(x | z, y).
+    A functional model from (batch, latent_dim) codes to (batch, H, W, C) logits
+    (`VAE.decode` applies the sigmoid), ReLU between the layers. With
+    `conditional`, the one-hot digit (batch, 10) joins the code: p(x | z, y).
     Images of another `image_shape` get the transposed convolutions of `network_plan`.
-
-    Returns:
-        A functional `keras.Model`: (batch, latent_dim) codes [and one-hot digits] -> (batch, H, W, C) logits.
     """
     filters, small_map = network_plan(image_shape)
     codes = keras.Input(shape=(latent_dim,), name="input_decoder")
@@ -106,9 +97,8 @@ def build_decoder(latent_dim=20, name="decoder", dtype=None, conditional=False, 
     extra = (x.shape[1] - image_shape[0], x.shape[2] - image_shape[1])
     if any(extra):  # halving rounded an odd side up: crop back to the image, evenly
         x = layers.Cropping2D(tuple((side // 2, side - side // 2) for side in extra), name="crop", dtype=dtype)(x)
-    outputs = layers.Conv2DTranspose(
-        image_shape[2], 3, strides=1, padding="same", name=f"transpose{len(filters) + 2}", dtype=dtype
-    )(x)
+    last = f"transpose{len(filters) + 2}"
+    outputs = layers.Conv2DTranspose(image_shape[2], 3, padding="same", name=last, dtype=dtype)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -121,9 +111,7 @@ class VAE(keras.Model):
     `VAEConfig` and `vae_keras.train` check settings once, before a model is built.
 
     Args:
-        encoder: images -> 2 * latent_dim values; None: `build_encoder(latent_dim)`.
-        decoder: (batch, latent_dim) codes -> logits; None: `build_decoder(latent_dim)`.
-        latent_dim: used only to build a missing encoder or decoder.
+        encoder, decoder: the networks; None builds the reference's for `latent_dim` and `image_shape`.
         seed: seed of the sampling layer's generator (None: random).
         precision: dtype policy of the networks built here ("float32", "mixed_bfloat16");
             codes, images, the loss and the metrics are float32 either way.
@@ -131,7 +119,6 @@ class VAE(keras.Model):
         beta: the KL term's weight in the training loss; the reported ELBO keeps weight 1.
         kl_warmup_epochs: the KL weight rises linearly from 0 to `beta` over this many
             epochs (`vae_keras.train` sets it at each epoch's start).
-        **kwargs: base `keras.Model` keyword arguments (`name`...).
     """
 
     conditional = False
@@ -279,11 +266,8 @@ class VAE(keras.Model):
     # New images from the prior.
 
     def generate(self, n=25, seed=None, batch_size=1_000, digit=None):
-        """Decodes `n` codes drawn from N(0, I) (NumPy, `seed`) into new images, `batch_size` codes per decoder call.
-
-        Returns:
-            A NumPy float32 array (n, H, W, C) of the decoder's means, values in [0, 1].
-        """
+        """Decodes `n` codes drawn from N(0, I) (NumPy, `seed`), `batch_size` per decoder call: the decoder's
+        means, a NumPy float32 array (n, H, W, C) in [0, 1]."""
         check_int("n", n)
         check_int("batch_size", batch_size)
         return self.decode_codes(self.prior_codes(n, seed), self.prior_labels(n, digit), batch_size)
@@ -315,22 +299,17 @@ class VAE(keras.Model):
         if digit is None:
             return None
         if self.image_shape != MNIST_IMAGE_SHAPE:
-            raise ValueError(f"digit={digit!r}: labels do not apply to this model of {'x'.join(map(str, self.image_shape))} "
-                             "images; a digit can be asked of a conditional VAE of MNIST only")
-        raise ValueError(
-            f"digit={digit!r} needs a conditional VAE (VAEConfig(conditional=True), or the shipped "
-            "models/vae_mnist_conditional.keras); this model draws digits it chooses itself"
-        )
+            shape = "x".join(map(str, self.image_shape))
+            raise ValueError(f"digit={digit!r}: labels do not apply to this model of {shape} images; a digit can be "
+                             "asked of a conditional VAE of MNIST only")
+        raise ValueError(f"digit={digit!r} needs a conditional VAE (VAEConfig(conditional=True), or the shipped "
+                         "models/vae_mnist_conditional.keras); this model draws digits it chooses itself")
 
     def get_config(self):
         return {
-            **super().get_config(),
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "seed": self.seed,
-            "likelihood": self.likelihood,
-            "beta": self.beta,
-            "kl_warmup_epochs": self.kl_warmup_epochs,
+            **super().get_config(), "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder), "seed": self.seed,
+            "likelihood": self.likelihood, "beta": self.beta, "kl_warmup_epochs": self.kl_warmup_epochs,
         }
 
     @classmethod
@@ -397,9 +376,7 @@ def _inputs(data):
 def load_vae(path=None):
     """Loads a saved `VAE` or `ConditionalVAE` (`.keras` file); None: the pretrained `models/vae_mnist.keras`.
 
-    Raises:
-        FileNotFoundError: when the file does not exist (the message names it).
-        ValueError: when the file is not a readable `.keras` VAE.
+    Raises FileNotFoundError for a missing file, ValueError for one that is not a readable `.keras` VAE (named).
     """
     path = Path(PRETRAINED_MODEL_PATH if path is None else path)
     hint = "The pretrained model ships with the project in models/; train one with `python -m vae_keras train` or pass --model PATH."

@@ -1,7 +1,7 @@
-"""The example's figures (reconstructions, latent space, generated digits) and a few more.
+"""The example's figures (reconstructions, latent space, generated digits) and a few more, and `DecodedSamples`.
 
-Each `plot_*` function returns a `matplotlib.figure.Figure` and, given a `path`, saves it
-as PNG (a name without a suffix gets ".png"; parent folders are created).
+Each `plot_*` function returns a `matplotlib.figure.Figure` and, given a `path`, saves it as PNG (a name without
+a suffix gets ".png"; parent folders are created). `write_generated` and `save_image` write image files.
 """
 
 import math
@@ -9,6 +9,7 @@ import os
 import statistics
 from pathlib import Path
 
+import keras
 import matplotlib
 import matplotlib.colors
 import matplotlib.figure
@@ -17,19 +18,15 @@ from keras import ops
 from PIL import Image
 
 from vae_keras import analysis
-from vae_keras.checks import check_int, check_number
-from vae_keras.config import MNIST_IMAGE_SHAPE, NUM_CLASSES, REFERENCE_TEST_ELBO
+from vae_keras.config import MNIST_IMAGE_SHAPE, NUM_CLASSES, REFERENCE_TEST_ELBO, check_int, check_number
 from vae_keras.data import load_mnist
 from vae_keras.files import write_atomically
 from vae_keras.run_folder import read_history
 
 # Resolution of the saved PNG files.
 DPI = 120
-# One distinct colour per digit. The reference uses parula(10), a sequential
-# map whose neighbouring digits are hard to tell apart; tab10 is made for classes.
-DIGIT_COLORMAP = matplotlib.colors.ListedColormap(
-    matplotlib.colormaps["tab10"].colors, name="digits"
-)
+# One distinct colour per digit: tab10 is made for classes; the reference's parula(10) is a sequential map.
+DIGIT_COLORMAP = matplotlib.colors.ListedColormap(matplotlib.colormaps["tab10"].colors, name="digits")
 # Boundaries half-way between the digits, so digit d gets the d-th colour.
 DIGIT_NORM = matplotlib.colors.BoundaryNorm(np.arange(-0.5, 10.5), DIGIT_COLORMAP.N)
 # How a digit is drawn: grey levels from black (0) to white (1), one image pixel per block.
@@ -37,173 +34,97 @@ IMAGE_STYLE = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "neare
 
 
 def plot_reconstructions(model, x, y=None, seed=None, path=None):
-    """A figure of two random test images of each digit beside their reconstructions.
+    """The reference's `visualizeReconstruction`: 4x5 panels `[original | reconstruction]`, two random images per digit.
 
-    As the reference's `visualizeReconstruction`: 4x5 panels `[original | reconstruction]`.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x: images, shape (N, H, W, C) or (N, H, W) as the model takes them, values in [0, 1].
-        y: their digit labels, shape (N,); None (your own images): 20 random images (all, if fewer).
-        seed: seeds the choice of images and the sampling noise (then restored); None: random.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no image in `y`.
+    `y` None (your own images): 20 random images (all, if fewer). `seed` seeds the choice and the sampling noise.
+    ValueError: `x` and `y` differ in length, or a digit 0-9 has no image in `y`.
     """
-    digits, originals, reconstructions = _two_per_digit_reconstructed(model, x, y, seed, "plot_reconstructions")
-    return _digit_panels(
-        digits, [originals, reconstructions], (10, 6.4), "Example ground truth image vs. reconstructed image", path
-    )
+    return _reconstruction_panels(model, x, y, seed, path, "plot_reconstructions")
+
+
+def plot_mean_vs_sample_reconstructions(model, x, y=None, seed=None, path=None):
+    """`plot_reconstructions`' images (a seed gives its sample) as `[original | from the code mean | from a sample]`."""
+    return _reconstruction_panels(model, x, y, seed, path, "plot_mean_vs_sample_reconstructions", through_mean=True)
 
 
 def plot_latent_space(model, x, y=None, path=None):
-    """A figure of the codes' means and log-variances in their first two principal components.
+    """The reference's `visualizeLatentSpace`: code means and log-variances in their first two principal components.
 
-    As the reference's `visualizeLatentSpace`: two scatters coloured by digit, PC 2 on the
-    x axis, PC 1 on the y axis (pointing down).
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x: images, shape (N, H, W, C) or (N, H, W), N >= 2.
-        y: their digit labels 0-9, shape (N,), for the colours; None: one colour.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: if `x` and `y` disagree in length, or `x` holds fewer than 2 images.
+    Two scatters coloured by the digits `y` (None: one colour), PC 2 on the x axis, PC 1 on the y axis (pointing
+    down). ValueError: lengths that differ, or fewer than 2 images.
     """
     from sklearn.decomposition import PCA
-
     x = check_images(x, model)
     y = None if y is None else _labels(y, x)
-    _check_at_least_two(x, "plot_latent_space")
+    if len(x) < 2:
+        raise ValueError(f"plot_latent_space needs at least 2 images for a 2-component PCA, received {len(x)}")
     z_mean, z_log_var = analysis.encode(model, x, y)
-
-    figure = matplotlib.figure.Figure(figsize=(12, 5.6), layout="constrained")
-    axes = figure.subplots(1, 2)
+    figure, axes = _subplots((12, 5.6), 1, 2)
     panels = [(z_mean, "Z_mu", "means"), (z_log_var, "Z_logvar", "log-variances")]
     for axis, (codes, symbol, title) in zip(axes, panels):
         scores = PCA(n_components=2).fit_transform(codes)
-        colours = {"c": "tab:blue"} if y is None else {"c": y, "cmap": DIGIT_COLORMAP, "norm": DIGIT_NORM}
-        points = axis.scatter(scores[:, 1], scores[:, 0], s=5, linewidths=0, alpha=0.8, **colours)
+        _scatter_digits(figure, axis, scores[:, 1], scores[:, 0], y, s=5, linewidths=0, alpha=0.8)
         axis.invert_yaxis()
         axis.set_aspect("equal", adjustable="datalim")
         axis.set(xlabel=f"{symbol} PC 2", ylabel=f"{symbol} PC 1", title=f"Latent space: {title}")
-        if y is None:
-            continue
-        colorbar = figure.colorbar(points, ax=axis, ticks=range(10))
-        colorbar.set_ticklabels([str(digit) for digit in range(10)])
-        colorbar.set_label("digit")
-        colorbar.minorticks_off()
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_generated(model, n=25, seed=None, path=None, digit=None):
-    """A figure of `model.generate(n, seed, digit=digit)`, digits decoded from N(0, I) codes, in one tile.
+    """The reference's `generate`: `model.generate(n, seed, digit=digit)` in one tile of `ceil(sqrt(n))` columns.
 
-    As the reference's `generate`: `ceil(sqrt(n))` columns, no gaps, empty places black.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        n: number of digits, >= 1.
-        seed: int or None; the same seed gives the same digits.
-        path: where to save the figure; None: not saved.
-        digit: the digit a conditional model draws (see `VAE.generate`).
-
-    Raises:
-        ValueError: if `n` is not a positive integer, or for a `digit` `VAE.generate` refuses.
+    No gaps, empty places black. ValueError: `n` not a positive integer, or a `digit` `VAE.generate` refuses.
     """
     check_int("n", n)
-    images = model.generate(n, seed=seed, digit=digit)
-    tile = tile_images(images)
+    tile = tile_images(model.generate(n, seed=seed, digit=digit))
     size = min(2.0 + 0.04 * tile.shape[1], 10.0)
-    figure = matplotlib.figure.Figure(figsize=(size, size * tile.shape[0] / tile.shape[1] + 0.4))
-    axis = figure.subplots()
+    figure, axis = _subplots((size, size * tile.shape[0] / tile.shape[1] + 0.4), layout=None)
     axis.imshow(tile, **IMAGE_STYLE)
     axis.set_axis_off()
     what = "digits" if model.image_shape == MNIST_IMAGE_SHAPE else "images"
     axis.set_title(f"Generated samples of {what}" if digit is None else f"Generated samples of the digit {digit}")
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_generated_by_digit(model, n=10, seed=None, path=None):
-    """For a conditional VAE: a figure of ten rows of generated digits, row d drawn with `digit=d`.
-
-    Every row decodes the same `n` prior codes, so a column shows one code, one
-    "style", written as each digit.
-
-    Args:
-        model: a conditional `vae_keras.VAE`.
-        n: digits per row, >= 1.
-        seed: seed of the codes.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: for an unconditional model, or `n` not a positive integer.
-    """
-    _check_conditional(model, "plot_generated_by_digit")
+    """For a conditional VAE: row d decodes the same `n` prior codes as the digit d, so a column shows one style."""
+    _check_model(model, "plot_generated_by_digit", conditional=True)
     check_int("n", n)
     codes = np.tile(model.prior_codes(n, seed), (NUM_CLASSES, 1))
     digits = np.repeat(np.arange(NUM_CLASSES), n).astype("int32")
     tile = tile_images(model.decode_codes(codes, digits), columns=n)
-    figure = matplotlib.figure.Figure(figsize=(0.55 * n + 1.0, 0.55 * NUM_CLASSES + 0.8), layout="constrained")
-    axis = figure.subplots()
+    figure, axis = _subplots((0.55 * n + 1.0, 0.55 * NUM_CLASSES + 0.8))
     axis.imshow(tile, **IMAGE_STYLE)
     axis.set_yticks(14 + 28 * np.arange(NUM_CLASSES), labels=[str(digit) for digit in range(NUM_CLASSES)])
     axis.set_xticks(14 + 28 * np.arange(n), labels=[str(column + 1) for column in range(n)])
     axis.set(ylabel="digit asked for", xlabel="code (the same in every row)",
              title="A conditional VAE: each row asks for one digit")
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_generated_side_by_side(models, n=16, seed=0, path=None):
-    """A figure of the digits several models generate from the same seed, one tile per model.
-
-    Args:
-        models: `{title: vae_keras.VAE}`, one panel each, left to right (a conditional
-            model draws the digits 0-9 in turn).
-        n: digits per panel, >= 1 (a square tile of `ceil(sqrt(n))` columns).
-        seed: seed of the codes; models of one latent size decode the same codes.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: for no models or `n` not a positive integer.
-    """
+    """The digits several models `{title: VAE}` generate from one seed, side by side (a conditional one: 0 to 9)."""
     if not models:
         raise ValueError("plot_generated_side_by_side needs at least one model, received none")
     check_int("n", n)
-    figure = matplotlib.figure.Figure(figsize=(2.6 * len(models), 3.0), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(models)))
-    for axis, (title, model) in zip(axes, models.items()):
+    figure, axes = _subplots((2.6 * len(models), 3.0), 1, len(models))
+    for axis, (title, model) in zip(np.atleast_1d(axes), models.items()):
         axis.imshow(tile_images(model.generate(n, seed=seed)), **IMAGE_STYLE)
         axis.set_title(title, fontsize=10)
         axis.set_axis_off()
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_sorted_kl(kls, threshold=None, path=None):
-    """A figure comparing models' KL per latent dimension, each sorted from largest to smallest.
+    """Models' KL per latent dimension `{label: kl}`, each sorted from largest to smallest.
 
-    Dimensions below `threshold` (the dashed line) are inactive: the encoder
-    leaves them at the prior, whatever the image (posterior collapse where all are).
-
-    Args:
-        kls: `{label: kl}`, each a 1-D array as `analysis.kl_per_dimension` returns.
-        threshold: nats of an active unit; None: `analysis.ACTIVE_THRESHOLD`.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: for no arrays, or an array that is not 1-D and non-empty.
+    Dimensions below `threshold` (dashed; None: `analysis.ACTIVE_THRESHOLD`) are inactive: the encoder leaves them
+    at the prior, whatever the image (posterior collapse where all are).
     """
     if not kls:
         raise ValueError("plot_sorted_kl needs at least one array, received none")
     threshold = analysis.ACTIVE_THRESHOLD if threshold is None else threshold
-    figure = matplotlib.figure.Figure(figsize=(8, 4), layout="constrained")
-    axis = figure.subplots()
+    figure, axis = _subplots((8, 4))
     for label, kl in kls.items():
         kl = np.asarray(kl, dtype="float64")
         if kl.ndim != 1 or len(kl) == 0:
@@ -218,27 +139,15 @@ def plot_sorted_kl(kls, threshold=None, path=None):
              title=f"KL per latent dimension (dashed: {threshold:g} nats, the active-unit threshold)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=9)
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_digit_styles(model, x, y, n=6, seed=None, path=None):
-    """For a conditional VAE: `n` test images, each encoded with its digit and decoded as every digit 0-9.
+    """For a conditional VAE: `n` test images (drawn with `seed`), each encoded with its digit, decoded as every digit.
 
-    The code of a conditional VAE need not hold which digit it is, only how it is
-    written; decoding one code with each label writes the ten digits in that style.
-
-    Args:
-        model: a conditional `vae_keras.VAE`.
-        x: images (N, 28, 28, 1); y: their digits.
-        n: images drawn (seeded), one row each.
-        seed: seed of the choice of images.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: for an unconditional model, lengths that differ, or `n` above N.
+    A conditional VAE's code need not hold the digit, only how it is written: each label writes it in that style.
     """
-    _check_conditional(model, "plot_digit_styles")
+    _check_model(model, "plot_digit_styles", conditional=True)
     x = check_images(x, model)
     y = _labels(y, x)
     check_int("n", n, maximum=len(x), maximum_is="the images given")
@@ -249,35 +158,22 @@ def plot_digit_styles(model, x, y, n=6, seed=None, path=None):
     decoded = model.decode_codes(codes, digits).reshape(n, NUM_CLASSES, 28, 28, 1)
     rows = np.concatenate([x[chosen][:, None], decoded], axis=1).reshape(-1, 28, 28, 1)
     tile = tile_images(rows, columns=NUM_CLASSES + 1)
-    figure = matplotlib.figure.Figure(figsize=(7.4, 0.62 * n + 0.9), layout="constrained")
-    axis = figure.subplots()
+    figure, axis = _subplots((7.4, 0.62 * n + 0.9))
     axis.imshow(tile, **IMAGE_STYLE)
     axis.axvline(27.5, color="tab:red", linewidth=1.5)
     axis.set_xticks(14 + 28 * np.arange(NUM_CLASSES + 1), labels=["test image", *map(str, range(NUM_CLASSES))],
                     fontsize=8)
     axis.set_yticks([])
     axis.set(xlabel="decoded with the digit", title="One code, every digit: the code holds the style")
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
     """For a 2-D latent space: the test codes coloured by digit beside the decoder's map of the plane itself.
 
-    The map decodes an n x n grid at the N(0, 1) quantiles 0.5/n ... 1 - 0.5/n of
-    each axis (as keras.io draws it), so every tile stands for an equal share of
-    the prior; both panels have z_1 to the right and z_2 upwards, on one scale.
-
-    Args:
-        model: a `vae_keras.VAE` with `latent_dim == 2`.
-        x: images (N, 28, 28, 1), N >= 1; y: their digits, for the colours.
-        n: tiles per side, >= 2.
-        path: where to save the figure; None: not saved.
-        digit: for a conditional model, the digit the map is drawn as (required there).
-
-    Raises:
-        ValueError: for a model whose codes are not 2-D, `n` < 2, lengths that differ, or a
-            conditional model without `digit`.
+    The map decodes an n x n grid at the N(0, 1) quantiles 0.5/n ... 1 - 0.5/n of each axis (as keras.io draws it),
+    so every tile stands for an equal share of the prior; both panels have z_1 to the right and z_2 upwards, on one
+    scale. A conditional model draws the map as `digit` (required there).
     """
     if model.latent_dim != 2:
         raise ValueError(
@@ -290,224 +186,99 @@ def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
     x = check_images(x, model)
     y = None if y is None else _labels(y, x)
     z_mean, _ = analysis.encode(model, x, y)
-    normal = statistics.NormalDist()
-    values = np.array([normal.inv_cdf((i + 0.5) / n) for i in range(n)])
+    values = np.array([statistics.NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)])
     z1, z2 = np.meshgrid(values, values[::-1])  # rows from the top: z_2 decreasing
     codes = np.stack([z1.ravel(), z2.ravel()], axis=1).astype("float32")
     tile = tile_images(model.decode_codes(codes, model.prior_labels(len(codes), digit)), columns=n)
-    limit = float(max(np.abs(values).max() + 0.5 * (values[1] - values[0]), np.abs(z_mean).max()))
-
-    figure = matplotlib.figure.Figure(figsize=(13, 6.2), layout="constrained")
-    left, right = figure.subplots(1, 2)
-    colours = {"c": "tab:blue"} if y is None else {"c": y, "cmap": DIGIT_COLORMAP, "norm": DIGIT_NORM}
-    points = left.scatter(z_mean[:, 0], z_mean[:, 1], s=2, alpha=0.7, **colours)
+    half = 0.5 * (values[1] - values[0])
+    limit = float(max(np.abs(values).max() + half, np.abs(z_mean).max()))
+    figure, (left, right) = _subplots((13, 6.2), 1, 2)
+    _scatter_digits(figure, left, z_mean[:, 0], z_mean[:, 1], y, s=2, alpha=0.7)
     left.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="z_1", ylabel="z_2", aspect="equal",
              title="Test images' code means")
-    if y is not None:
-        colorbar = figure.colorbar(points, ax=left, ticks=range(10))
-        colorbar.set_label("digit")
-        colorbar.minorticks_off()
-    half = 0.5 * (values[1] - values[0])
     right.imshow(tile, **IMAGE_STYLE, extent=(values[0] - half, values[-1] + half, values[0] - half, values[-1] + half))
     right.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="z_1", ylabel="z_2",
               title=f"The decoder's map: {n} x {n} codes at the prior's quantiles")
-    save_figure(figure, path)
-    return figure
-
-
-# The most images `write_generated` writes: a million, in a tile of at most 28,000 x 28,000 grey pixels' worth.
-MAX_GENERATED = 1_000_000
-_TILE_SIDE = 28_000
-MAX_TILE_VALUES = _TILE_SIDE * _TILE_SIDE
-# A tile narrower than this many pixels is enlarged by a whole factor, so 25 digits are not a thumbnail.
-_MIN_TILE_WIDTH = 560
-
-
-def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
-    """Writes the digits of `model.generate(n, seed, digit=digit)` as one PNG or JPEG tile (see `image_file`).
-
-    Laid out as `plot_generated`'s tile, one image pixel per file pixel (whole-number
-    enlarged below 560 pixels wide); decoded a row of digits at a time into an 8-bit
-    image, written whole or not at all. Returns `(path, (width, height))`.
-
-    Raises:
-        ValueError: for `n` not from 1 to `MAX_GENERATED`, a `path` `image_file`
-            refuses, or a `digit` `VAE.generate` refuses.
-    """
-    height, width, channels = model.decoder.output_shape[1:]
-    check_int("n", n, maximum=min(MAX_GENERATED, MAX_TILE_VALUES // (height * width * channels)),
-              maximum_is=f"{height}x{width}x{channels} images in a tile of at most {_TILE_SIDE:,} x {_TILE_SIDE:,} grey "
-              "pixels' worth")
-    image_file(path)  # refused before any decoding
-    labels = model.prior_labels(n, digit)
-    columns = math.ceil(math.sqrt(n))
-    scale = max(1, _MIN_TILE_WIDTH // (width * columns))
-    size = (width * columns * scale, height * math.ceil(n / columns) * scale)
-    tile = Image.new("RGB" if channels == 3 else "L", size)
-    rng = np.random.default_rng(seed)  # drawn row by row: the same codes as prior_codes(n, seed)
-    for start in range(0, n, columns):
-        codes = rng.standard_normal((min(columns, n - start), model.latent_dim)).astype("float32")
-        digits = None if labels is None else labels[start : start + columns]
-        strip = tile_images(model.decode_codes(codes, digits, batch_size), columns=columns)
-        tile.paste(Image.fromarray(grey_levels(strip, scale)), (0, start // columns * height * scale))
-    return _save_image(tile, path), tile.size
-
-
-# The image files `save_image` and `write_generated` write, by suffix.
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
-
-
-def image_file(path):
-    """`(output_path(path), its Pillow format)`, or a ValueError for a folder or a suffix not in `IMAGE_FORMATS`."""
-    if str(path).endswith(("/", os.sep)) or Path(path).name in ("", "..") or Path(path).is_dir():
-        raise ValueError(f"{str(path)!r} is a folder; give a file name such as generated.png")
-    path = output_path(path)
-    if path.suffix.lower() not in IMAGE_FORMATS:
-        raise ValueError(f"{str(path)!r} has the suffix {path.suffix!r}; write one of {', '.join(IMAGE_FORMATS)}")
-    return path, IMAGE_FORMATS[path.suffix.lower()]
-
-
-def grey_levels(image, scale=1):
-    """Values in [0, 1] of shape (H, W), (H, W, 1) or (H, W, 3) as 8-bit levels, each repeated `scale` x `scale`."""
-    image = np.asarray(image)
-    image = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
-    return np.round(np.clip(image, 0.0, 1.0) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
-
-
-def _save_image(image, path):
-    """Writes a `PIL.Image` as `image_file(path)` says (JPEG at quality 95), whole or not at all; returns the path."""
-    path, file_format = image_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"quality": 95} if file_format == "JPEG" else {}
-    return write_atomically(path, lambda temporary: image.save(temporary, file_format, **options))
+    return save_figure(figure, path)
 
 
 def plot_interpolation(model, x_start, x_end, steps=10, path=None):
-    """A figure of decoded codes on the line between the code means of two images.
-
-    One row: the start image, the `steps` decodings, the end image (`steps + 2` panels).
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x_start: an image, shape (H, W, C) or (H, W) as the model takes them.
-        x_end: an image of the same shape.
-        steps: number of codes `(1 - t) z_start + t z_end`, t in `linspace(0, 1, steps)`; >= 2.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: if an image has the wrong shape or `steps` < 2.
-    """
-    _check_unconditional(model, "plot_interpolation", "plot_digit_styles")
+    """For an unconditional VAE: the start image, `steps` codes decoded on the line between the means, the end image."""
+    _check_model(model, "plot_interpolation", conditional=False)
     check_int("steps", steps, minimum=2)  # both ends are decoded
     pair = np.concatenate([check_images(np.asarray(x_start, "float32")[None], model, "x_start"),
                            check_images(np.asarray(x_end, "float32")[None], model, "x_end")])
     z_mean, _ = analysis.encode(model, pair)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
-    codes = (1.0 - t) * z_mean[0] + t * z_mean[1]
-    decoded = ops.convert_to_numpy(model.decode(codes))
-
+    decoded = ops.convert_to_numpy(model.decode((1.0 - t) * z_mean[0] + t * z_mean[1]))
     images = [pair[0], *decoded, pair[1]]
     titles = ["start", *(f"t={value:.2f}" for value in t[:, 0]), "end"]
-    figure = matplotlib.figure.Figure(figsize=(1.0 * len(images), 1.75))
-    axes = figure.subplots(1, len(images))
+    figure, axes = _subplots((1.0 * len(images), 1.75), 1, len(images), layout=None)
     for axis, image, title in zip(axes, images, titles):
         axis.imshow(_drawable(image), **IMAGE_STYLE)
         axis.set_title(title, fontsize=8)
         axis.set_axis_off()
     figure.suptitle("Interpolating between the means of two codes")
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_latent_grid(model, x, n=15, span=2.5, path=None):
-    """A figure of decoded codes on an n x n grid along the means' two principal directions.
+    """Decoded codes on an n x n grid reaching `span` standard deviations along the means' two principal directions.
 
-    Laid out as the means panel of `plot_latent_space`: PC 2 to the right, PC 1 downwards.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x: images whose code means define the directions, shape (N, H, W, C), N >= 2.
-        n: grid points per side, >= 1.
-        span: the grid reaches `span` standard deviations from the mean, > 0.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: for `n` < 1, a `span` that is not positive, or fewer than 2 images.
+    For an unconditional VAE; laid out as the means panel of `plot_latent_space`: PC 2 to the right, PC 1 downwards.
     """
     from sklearn.decomposition import PCA
-
-    _check_unconditional(model, "plot_latent_grid", "plot_digit_styles")
+    _check_model(model, "plot_latent_grid", conditional=False)
     check_int("n", n)
     check_number("span", span)
     x = check_images(x, model)
-    _check_at_least_two(x, "plot_latent_grid")
+    if len(x) < 2:
+        raise ValueError(f"plot_latent_grid needs at least 2 images for a 2-component PCA, received {len(x)}")
     z_mean, _ = analysis.encode(model, x)
     pca = PCA(n_components=2).fit(z_mean)
     directions = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
     values = np.linspace(-span, span, n)
     a, b = np.meshgrid(values, values, indexing="ij")  # a: rows (PC 1), b: columns (PC 2)
     codes = pca.mean_ + a.reshape(-1, 1) * directions[0] + b.reshape(-1, 1) * directions[1]
-    decoded = ops.convert_to_numpy(model.decode(codes.astype("float32")))
-    tile = tile_images(decoded, columns=n)
-
-    figure = matplotlib.figure.Figure(figsize=(7.5, 7.5))
-    axis = figure.subplots()
+    tile = tile_images(ops.convert_to_numpy(model.decode(codes.astype("float32"))), columns=n)
+    figure, axis = _subplots((7.5, 7.5), layout=None)
     axis.imshow(tile, **IMAGE_STYLE)
     labels = [f"{values[0]:.1f}", f"{values[n // 2]:.1f}", f"{values[-1]:.1f}"]
     height, width = model.image_shape[:2]
     axis.set_xticks([width * i + width // 2 for i in (0, n // 2, n - 1)], labels=labels)
     axis.set_yticks([height * i + height // 2 for i in (0, n // 2, n - 1)], labels=labels)
-    axis.set(
-        xlabel="Z_mu PC 2 (standard deviations)",
-        ylabel="Z_mu PC 1 (standard deviations)",
-        title="Decoded codes along the means' two principal directions",
-    )
-    save_figure(figure, path)
-    return figure
+    axis.set(xlabel="Z_mu PC 2 (standard deviations)", ylabel="Z_mu PC 1 (standard deviations)",
+             title="Decoded codes along the means' two principal directions")
+    return save_figure(figure, path)
 
 
 def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
-    """A figure of the test and training ELBO loss per epoch beside the reference's numbers.
+    """The test and training ELBO loss per epoch beside the `reference`'s test ELBO (None or empty: not plotted).
 
-    The y axis is zoomed in: the first epochs' values (about 28) lie above the plot.
-
-    Args:
-        history: a dict of columns as `vae_keras.run_folder.read_history` returns (`epoch`
-            from 1, `val_elbo`, optionally `elbo`), or the path of a `history.csv`.
-        path: where to save the figure; None: not saved.
-        reference: the published test ELBO per epoch from epoch 1; None or empty: not plotted.
-
-    Raises:
-        FileNotFoundError: if `history` is a path that does not exist.
-        ValueError: if the history has no epochs or no `epoch` / `val_elbo` column.
+    `history`: columns as `run_folder.read_history` returns (`epoch` from 1, `val_elbo`, optionally `elbo`), or the
+    path of a `history.csv`. The y axis is zoomed in: the first epochs' values (about 28) lie above the plot.
     """
     if isinstance(history, (str, Path)):
         history = read_history(history)
     for column in ("epoch", "val_elbo"):
         if column not in history:
-            raise ValueError(
-                f"The history has no {column!r} column (columns: {', '.join(history)}); "
-                "the test ELBO is logged as 'val_elbo' when fit is given validation data"
-            )
+            raise ValueError(f"The history has no {column!r} column (columns: {', '.join(history)}); "
+                             "the test ELBO is logged as 'val_elbo' when fit is given validation data")
     epochs = np.asarray(history["epoch"], dtype=int)
     if len(epochs) == 0:
         raise ValueError("The history holds no epochs")
     test_elbo = np.asarray(history["val_elbo"], dtype=float)
     reference = np.asarray(reference if reference is not None else [], dtype=float)
-
-    figure = matplotlib.figure.Figure(figsize=(8, 4.8), layout="constrained")
-    axis = figure.subplots()
+    figure, axis = _subplots((8, 4.8))
     axis.plot(epochs, test_elbo, color="tab:blue", marker=".", label="Keras, test ELBO")
     plotted = [test_elbo]
     if "elbo" in history:
         train_elbo = np.asarray(history["elbo"], dtype=float)
-        axis.plot(epochs, train_elbo, color="tab:blue", linestyle="--", alpha=0.7,
-                  label="Keras, training ELBO")
+        axis.plot(epochs, train_elbo, color="tab:blue", linestyle="--", alpha=0.7, label="Keras, training ELBO")
         plotted.append(train_elbo)
     if len(reference):
-        axis.plot(np.arange(1, len(reference) + 1), reference, linestyle="none", marker="o",
-                  markersize=4, markerfacecolor="none", color="black",
-                  label="MATLAB reference, test ELBO")
+        axis.plot(np.arange(1, len(reference) + 1), reference, linestyle="none", marker="o", markersize=4,
+                  markerfacecolor="none", color="black", label="MATLAB reference, test ELBO")
         plotted.append(reference)
 
     values = np.concatenate(plotted)
@@ -522,90 +293,36 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
     axis.set(xlabel="Epoch", ylabel="ELBO loss", title="ELBO loss per epoch")
     axis.grid(alpha=0.3)
     axis.legend()
-    save_figure(figure, path)
-    return figure
-
-
-def plot_mean_vs_sample_reconstructions(model, x, y=None, seed=None, path=None):
-    """A figure of `plot_reconstructions`' images decoded through the code mean and a sample.
-
-    Panels `[original | mean | sample]`; with the same seed, "sample" is `plot_reconstructions`'.
-
-    Args:
-        model: a `vae_keras.VAE`.
-        x: images, shape (N, H, W, C) or (N, H, W), values in [0, 1].
-        y: their digit labels, shape (N,); None: 20 random images.
-        seed: seeds the choice of images and the sampling noise; None: random.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: if `x` and `y` disagree in length, or a digit 0-9 has no image in `y`.
-    """
-    digits, originals, sampled = _two_per_digit_reconstructed(model, x, y, seed, "plot_mean_vs_sample_reconstructions")
-    z_mean, _ = model.encode(originals, digits)
-    through_mean = ops.convert_to_numpy(model.decode(z_mean, digits))
-    return _digit_panels(
-        digits, [originals, through_mean, sampled], (12, 6.4),
-        "Original | decoded from the mean | decoded from a sample", path,
-    )
+    return save_figure(figure, path)
 
 
 def plot_kl_per_dimension(kl, threshold=None, path=None):
-    """A bar chart of the KL term of each latent dimension, active units coloured.
-
-    Args:
-        kl: the mean KL per dimension in nats, shape (latent_dim,), as
-            `vae_keras.analysis.kl_per_dimension` returns.
-        threshold: nats above which a dimension is active (a dashed line); None:
-            `vae_keras.analysis.ACTIVE_THRESHOLD` (0.01).
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: if `kl` is not a non-empty 1-D array.
-    """
+    """Bars of each latent dimension's KL (`analysis.kl_per_dimension`), those above `threshold` (dashed) coloured."""
     kl = np.asarray(kl, dtype="float64")
     if kl.ndim != 1 or len(kl) == 0:
         raise ValueError(f"kl must be a non-empty 1-D array (one value per dimension), received shape {kl.shape}")
     threshold = analysis.ACTIVE_THRESHOLD if threshold is None else threshold
     active = analysis.active_units(kl, threshold)
-    figure = matplotlib.figure.Figure(figsize=(8, 3.6), layout="constrained")
-    axis = figure.subplots()
-    colors = np.where(active, "tab:blue", "tab:gray")
-    axis.bar(np.arange(len(kl)), kl, color=colors)
+    figure, axis = _subplots((8, 3.6))
+    axis.bar(np.arange(len(kl)), kl, color=np.where(active, "tab:blue", "tab:gray"))
     axis.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
     axis.set_xticks(np.arange(len(kl)))
-    axis.set(
-        xlabel="latent dimension",
-        ylabel="mean KL (nats)",
-        title=f"KL per latent dimension: {int(active.sum())} of {len(kl)} active (KL > {threshold:g} nats)",
-    )
+    axis.set(xlabel="latent dimension", ylabel="mean KL (nats)",
+             title=f"KL per latent dimension: {int(active.sum())} of {len(kl)} active (KL > {threshold:g} nats)")
     axis.grid(axis="y", alpha=0.3)
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def plot_iwae_bound(ks, bounds, elbo=None, path=None):
-    """A figure of the importance-weighted bound against the number of samples k (log axis).
-
-    Args:
-        ks: the numbers of samples, e.g. `[1, 10, 100, 1000]`.
-        bounds: the bound for each k, in loss units, as `vae_keras.analysis.iwae_bound` returns.
-        elbo: the ELBO loss of the same images, drawn as a dashed line; None: not drawn.
-        path: where to save the figure; None: not saved.
-
-    Raises:
-        ValueError: if `ks` and `bounds` are empty or differ in length, or a k is not positive.
-    """
+    """The importance-weighted `bounds` (`analysis.iwae_bound`) against the samples `ks` (log axis); `elbo` dashed."""
     ks = np.asarray(ks, dtype="float64")
     bounds = np.asarray(bounds, dtype="float64")
     if ks.ndim != 1 or ks.shape != bounds.shape or len(ks) == 0:
-        raise ValueError(
-            f"ks and bounds must be 1-D, non-empty and of the same length, received shapes {ks.shape} and {bounds.shape}"
-        )
+        raise ValueError("ks and bounds must be 1-D, non-empty and of the same length, "
+                         f"received shapes {ks.shape} and {bounds.shape}")
     if np.any(ks < 1):
         raise ValueError(f"every k must be >= 1, received ks={ks.tolist()}")
-    figure = matplotlib.figure.Figure(figsize=(6.4, 4), layout="constrained")
-    axis = figure.subplots()
+    figure, axis = _subplots((6.4, 4))
     axis.plot(ks, bounds, marker="o", color="tab:blue", label="IWAE bound, -log p(x) estimate")
     for k, bound in zip(ks, bounds):
         axis.annotate(f"{bound:.2f}", (k, bound), textcoords="offset points", xytext=(0, 6), ha="center")
@@ -617,30 +334,16 @@ def plot_iwae_bound(ks, bounds, elbo=None, path=None):
              title="The importance-weighted bound tightens with k")
     axis.grid(alpha=0.3)
     axis.legend()
-    save_figure(figure, path)
-    return figure
+    return save_figure(figure, path)
 
 
 def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None, data=None):
-    """Writes the figures of notebook 4 as PNG files, on the MNIST test set or your own images; returns their paths.
+    """Writes notebook 4's figures as PNG files into `out_dir`; returns their paths.
 
-    Args:
-        model: a `vae_keras.VAE`.
-        out_dir: the folder (created if needed) for `reconstructions`, `latent_space`,
-            `generated`, `interpolation`, `latent_grid`, `training_curve` and, for a 2-D
-            model, `latent_plane` `.png`; for a conditional model `generated` has a row per
-            digit and `digit_styles` replaces `interpolation` and `latent_grid`.
-        history_path: the model's `history.csv`; None: no training curve.
-        seed: seed of the random choices and of the sampling noise.
-        data_dir: the MNIST folder, as for `vae_keras.load_mnist`.
-        data: `(x_test, y_test)` to draw on instead of MNIST's test set; `y_test` None
-            for images without labels (interpolating between two random ones).
-
-    Raises:
-        FileNotFoundError: if `history_path` does not exist.
-        vae_keras.DataError: if the MNIST files are missing or corrupt.
+    `reconstructions`, `latent_space`, `generated`, `interpolation`, `latent_grid`, `training_curve` (given
+    `history_path`), `latent_plane` (2-D model); a conditional model: `generated` by digit, `digit_styles` replacing
+    `interpolation` and `latent_grid`. `data`: `(x_test, y_test)` (`y_test` None: unlabelled) instead of MNIST's.
     """
-
     out_dir = Path(out_dir)
     history = read_history(history_path) if history_path is not None else None
     x_test, y_test = data if data is not None else load_mnist(data_dir)[1]
@@ -650,7 +353,6 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None, d
     else:
         start = rng.choice(np.flatnonzero(y_test == 3))
         end = rng.choice(np.flatnonzero(y_test == 8))
-
     figures = {
         "reconstructions.png": lambda: plot_reconstructions(model, x_test, y_test, seed=seed),
         "latent_space.png": lambda: plot_latent_space(model, x_test, y_test),
@@ -667,24 +369,48 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None, d
     if history is not None:  # the reference's curve is MNIST's
         reference = REFERENCE_TEST_ELBO if model.image_shape == MNIST_IMAGE_SHAPE else None
         figures["training_curve.png"] = lambda: plot_training_curve(history, reference=reference)
-    written = []
     for name, make_figure in figures.items():
         save_figure(make_figure(), out_dir / name)
-        written.append(out_dir / name)
-    return written
+    return [out_dir / name for name in figures]
+
+
+# The most images `write_generated` writes: a million, in a tile of at most 28,000 x 28,000 grey pixels' worth.
+MAX_GENERATED = 1_000_000
+_TILE_SIDE = 28_000
+MAX_TILE_VALUES = _TILE_SIDE * _TILE_SIDE
+# A tile narrower than this many pixels is enlarged by a whole factor, so 25 digits are not a thumbnail.
+_MIN_TILE_WIDTH = 560
+# The image files `save_image` and `write_generated` write, by suffix.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def write_generated(model, n, path, seed=None, batch_size=1_000, digit=None):
+    """Writes `model.generate(n, seed, digit=digit)` as one PNG or JPEG tile; returns `(path, (width, height))`.
+
+    Laid out as `plot_generated`'s tile, one image pixel per file pixel (whole-number enlarged below 560 pixels wide);
+    decoded a row at a time into an 8-bit image, written whole or not at all. `n` from 1 to `MAX_GENERATED`.
+    """
+    height, width, channels = model.decoder.output_shape[1:]
+    check_int("n", n, maximum=min(MAX_GENERATED, MAX_TILE_VALUES // (height * width * channels)),
+              maximum_is=f"{height}x{width}x{channels} images in a tile of at most {_TILE_SIDE:,} x {_TILE_SIDE:,} "
+              "grey pixels' worth")
+    image_file(path)  # refused before any decoding
+    labels = model.prior_labels(n, digit)
+    columns = math.ceil(math.sqrt(n))
+    scale = max(1, _MIN_TILE_WIDTH // (width * columns))
+    size = (width * columns * scale, height * math.ceil(n / columns) * scale)
+    tile = Image.new("RGB" if channels == 3 else "L", size)
+    rng = np.random.default_rng(seed)  # drawn row by row: the same codes as prior_codes(n, seed)
+    for start in range(0, n, columns):
+        codes = rng.standard_normal((min(columns, n - start), model.latent_dim)).astype("float32")
+        digits = None if labels is None else labels[start : start + columns]
+        strip = tile_images(model.decode_codes(codes, digits, batch_size), columns=columns)
+        tile.paste(Image.fromarray(grey_levels(strip, scale)), (0, start // columns * height * scale))
+    return save_image(tile, path), tile.size
 
 
 def tile_images(images, columns=None):
-    """Lays images out in one array, row by row, without gaps.
-
-    Args:
-        images: shape (N, H, W, 1) or (N, H, W), or colour (N, H, W, 3).
-        columns: images per row; None: `ceil(sqrt(N))`.
-
-    Returns:
-        An array of shape (rows * H, columns * W) (colour: and 3), with
-        `rows = ceil(N / columns)`; places after the last image are 0.
-    """
+    """Lays images (N, H, W[, 1 or 3]) out in one array, `columns` a row (None: `ceil(sqrt(N))`), 0 after the last."""
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
@@ -698,71 +424,15 @@ def tile_images(images, columns=None):
     return tile
 
 
-def _two_per_digit_reconstructed(model, x, y, seed, function):
-    """Two random test images of each digit (seeded), or 20 random images where `y` is None, and their
-    reconstructions through a sampled code (seeded); the digits are None then."""
-    x = check_images(x, model)
-    rng = np.random.default_rng(seed)
-    if y is None:
-        originals, digits = x[np.sort(rng.choice(len(x), size=min(20, len(x)), replace=False))], None
-        with model.sampling.seeded(seed):
-            return digits, originals, ops.convert_to_numpy(model(originals, training=False))
-    by_digit = [np.flatnonzero(_labels(y, x) == digit) for digit in range(10)]
-    missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
-    if missing:
-        raise ValueError(
-            f"{function} needs at least one image of each digit 0-9; "
-            f"y has no image of digit(s) {', '.join(map(str, missing))}"
-        )
-    digits = np.array([digit for _ in range(2) for digit in range(10)], dtype="int32")
-    originals = x[np.array([rng.choice(by_digit[digit]) for digit in digits])]
-    with model.sampling.seeded(seed):
-        reconstructions = ops.convert_to_numpy(model(model.join_inputs(originals, digits), training=False))
-    return digits, originals, reconstructions
-
-
-def _digit_panels(digits, image_sets, figsize, title, path):
-    """A 4x5 figure: panel i shows image i of each set side by side, 1-pixel white columns between, titled by digit."""
-    figure = matplotlib.figure.Figure(figsize=figsize)
-    first = _drawable(image_sets[0][0])
-    separator = np.ones((first.shape[0], 1, *first.shape[2:]), dtype="float32")
-    titles = [None] * len(image_sets[0]) if digits is None else digits
-    axes = figure.subplots(4, 5).ravel()
-    for axis in axes:  # fewer than 20 images leave the last panels empty
-        axis.set_axis_off()
-    for axis, digit, *images in zip(axes, titles, *image_sets):
-        pieces = [piece for image in images for piece in (separator, _drawable(image))][1:]
-        axis.imshow(np.concatenate(pieces, axis=1), **IMAGE_STYLE)
-        if digit is not None:
-            axis.set_title(str(digit))
-        axis.set_axis_off()
-    figure.suptitle(title)
-    save_figure(figure, path)
-    return figure
-
-
-def output_path(path):
-    """Where a figure asked for at `path` is written: a name without a suffix gets ".png"."""
-    path = Path(path)
-    return path.with_name(path.name + ".png") if not path.suffix else path
-
-
-def save_figure(figure, path):
-    """Writes a figure as a PNG file (a name without a suffix gets ".png"), whole or not at all; None: nothing."""
-    if path is not None:
-        path = output_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=DPI, bbox_inches="tight"))
-
-
-def save_image(array, path):
-    """Writes `grey_levels(array)` as a PNG or JPEG (see `image_file`), a pixel each; returns the path."""
-    return _save_image(Image.fromarray(grey_levels(array)), path)
+def grey_levels(image, scale=1):
+    """Values in [0, 1] of shape (H, W), (H, W, 1) or (H, W, 3) as 8-bit levels, each repeated `scale` x `scale`."""
+    image = np.asarray(image)
+    image = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    return np.round(np.clip(image, 0.0, 1.0) * 255).astype("uint8").repeat(scale, 0).repeat(scale, 1)
 
 
 def check_images(x, model=None, name="the images"):
-    """`x` as float32 images (N, H, W, C) of the shape `model` takes (MNIST's without one; a missing
-    grey channel axis is added), or a ValueError."""
+    """`x` as float32 images (N, H, W, C) of the shape `model` takes (no model: MNIST's), or a ValueError."""
     shape = MNIST_IMAGE_SHAPE if model is None else model.image_shape
     x = np.asarray(x, dtype="float32")
     if x.ndim == 3 and shape[2] == 1:
@@ -771,6 +441,93 @@ def check_images(x, model=None, name="the images"):
         expected = f"(N, {', '.join(map(str, shape))})" + (f" or (N, {shape[0]}, {shape[1]})" if shape[2] == 1 else "")
         raise ValueError(f"Expected {name} of shape {expected}, received shape {x.shape}")
     return x
+
+
+def output_path(path):
+    """Where a figure asked for at `path` is written: a name without a suffix gets ".png"."""
+    path = Path(path)
+    return path.with_name(path.name + ".png") if not path.suffix else path
+
+
+def image_file(path):
+    """`(output_path(path), its Pillow format)`, or a ValueError for a folder or a suffix not in `IMAGE_FORMATS`."""
+    if str(path).endswith(("/", os.sep)) or Path(path).name in ("", "..") or Path(path).is_dir():
+        raise ValueError(f"{str(path)!r} is a folder; give a file name such as generated.png")
+    path = output_path(path)
+    if path.suffix.lower() not in IMAGE_FORMATS:
+        raise ValueError(f"{str(path)!r} has the suffix {path.suffix!r}; write one of {', '.join(IMAGE_FORMATS)}")
+    return path, IMAGE_FORMATS[path.suffix.lower()]
+
+
+def save_figure(figure, path):
+    """Writes a figure as a PNG file (see `output_path`), whole or not at all (`path` None: not); returns the figure."""
+    if path is not None:
+        path = output_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=DPI, bbox_inches="tight"))
+    return figure
+
+
+def save_image(array, path):
+    """Writes `grey_levels(array)` (or a `PIL.Image`) as `image_file` says, whole or not at all; returns its path."""
+    image = array if isinstance(array, Image.Image) else Image.fromarray(grey_levels(array))
+    path, file_format = image_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 95} if file_format == "JPEG" else {}
+    return write_atomically(path, lambda temporary: image.save(temporary, file_format, **options))
+
+
+def _reconstruction_panels(model, x, y, seed, path, function, through_mean=False):
+    """`plot_reconstructions`' figure; `through_mean`: `plot_mean_vs_sample_reconstructions`'."""
+    x = check_images(x, model)
+    rng = np.random.default_rng(seed)
+    if y is None:
+        digits, originals = None, x[np.sort(rng.choice(len(x), size=min(20, len(x)), replace=False))]
+    else:
+        by_digit = [np.flatnonzero(_labels(y, x) == digit) for digit in range(10)]
+        missing = [digit for digit, indices in enumerate(by_digit) if len(indices) == 0]
+        if missing:
+            raise ValueError(f"{function} needs at least one image of each digit 0-9; "
+                             f"y has no image of digit(s) {', '.join(map(str, missing))}")
+        digits = np.array([digit for _ in range(2) for digit in range(10)], dtype="int32")
+        originals = x[np.array([rng.choice(by_digit[digit]) for digit in digits])]
+    with model.sampling.seeded(seed):
+        inputs = originals if digits is None else model.join_inputs(originals, digits)
+        image_sets = [originals, ops.convert_to_numpy(model(inputs, training=False))]
+    if through_mean:
+        z_mean, _ = model.encode(originals, digits)
+        image_sets.insert(1, ops.convert_to_numpy(model.decode(z_mean, digits)))
+        figsize, title = (12, 6.4), "Original | decoded from the mean | decoded from a sample"
+    else:
+        figsize, title = (10, 6.4), "Example ground truth image vs. reconstructed image"
+    figure, axes = _subplots(figsize, 4, 5, layout=None)
+    for axis in axes.flat:  # fewer than 20 images leave the last panels empty
+        axis.set_axis_off()
+    separator = np.ones((originals.shape[1], 1, originals.shape[3]), dtype="float32")
+    for axis, digit, *images in zip(axes.flat, [None] * len(originals) if digits is None else digits, *image_sets):
+        pieces = [piece for image in images for piece in (separator, image)][1:]
+        axis.imshow(_drawable(np.concatenate(pieces, axis=1)), **IMAGE_STYLE)
+        if digit is not None:
+            axis.set_title(str(digit))
+    figure.suptitle(title)
+    return save_figure(figure, path)
+
+
+def _subplots(figsize, rows=1, columns=1, layout="constrained"):
+    """A figure of `figsize` inches and its axes, as `matplotlib.pyplot.subplots` returns them (without pyplot)."""
+    figure = matplotlib.figure.Figure(figsize=figsize, layout=layout)
+    return figure, figure.subplots(rows, columns)
+
+
+def _scatter_digits(figure, axis, horizontal, vertical, y, **style):
+    """A scatter coloured by the digits `y`, with a colour bar; in one colour where `y` is None."""
+    colours = {"c": "tab:blue"} if y is None else {"c": y, "cmap": DIGIT_COLORMAP, "norm": DIGIT_NORM}
+    points = axis.scatter(horizontal, vertical, **style, **colours)
+    if y is not None:
+        colorbar = figure.colorbar(points, ax=axis, ticks=range(10))
+        colorbar.set_ticklabels([str(digit) for digit in range(10)])
+        colorbar.set_label("digit")
+        colorbar.minorticks_off()
 
 
 def _drawable(image):
@@ -785,19 +542,82 @@ def _labels(y, x):
     return y
 
 
-def _check_conditional(model, function):
-    if not model.conditional:
+def _check_model(model, function, conditional):
+    """A ValueError unless `model` is conditional or unconditional, as `function` needs."""
+    if conditional and not model.conditional:
         raise ValueError(f"{function} draws a conditional VAE's digits; this model is unconditional")
+    if not conditional and model.conditional:
+        raise ValueError(f"{function} decodes codes without digits, for an unconditional VAE; "
+                         "for a conditional one see plot_digit_styles")
 
 
-def _check_unconditional(model, function, instead):
-    if model.conditional:
-        raise ValueError(
-            f"{function} decodes codes without digits, for an unconditional VAE; for a conditional one "
-            f"see {instead}"
-        )
+class DecodedSamples(keras.callbacks.Callback):
+    """A Keras callback: decodes the same `n` codes, drawn once from N(0, I) with `seed`, after every epoch (and
+    before the first, if untrained), to watch a model learn; with `path`, rewrites that PNG strip after each epoch.
 
+    Attributes: `codes` (n, latent_dim) once training has begun; `epochs`, the epoch after which each row was
+    decoded (0: before training); `images`, one (n, H, W, C) float32 array per entry of `epochs`.
+    """
 
-def _check_at_least_two(x, function):
-    if len(x) < 2:
-        raise ValueError(f"{function} needs at least 2 images for a 2-component PCA, received {len(x)}")
+    def __init__(self, n=10, seed=0, path=None):
+        super().__init__()
+        self.n = int(check_int("n", n))
+        self.seed = seed
+        self.path = None if path is None else Path(path)
+        self.codes = self.digits = None
+        self.epochs, self.images = [], []
+
+    def on_train_begin(self, logs=None):
+        if self.codes is None:
+            self.codes = self.model.prior_codes(self.n, self.seed)
+            self.digits = self.model.prior_labels(self.n)  # a conditional model: 0, 1, ..., 9, 0, ...
+        optimizer = getattr(self.model, "optimizer", None)
+        untrained = optimizer is None or int(ops.convert_to_numpy(optimizer.iterations)) == 0
+        if untrained and 0 not in self.epochs:
+            self._record(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record(epoch + 1)
+        if self.path is not None:
+            self.save_strip(self.path)
+
+    def strip(self, epochs=None):
+        """The kept images of `epochs` (None: all, in the order recorded) as one float32 array in [0, 1]: one row
+        per epoch, one column per code. A ValueError if nothing, or not every epoch asked for, was recorded."""
+        rows = self._rows(epochs)
+        return tile_images(np.concatenate([self.images[row] for row in rows]), columns=self.n)
+
+    def save_strip(self, path, epochs=None):
+        """Writes `strip(epochs)` as a grey PNG, one image pixel per file pixel; returns the path written."""
+        return save_image(self.strip(epochs), path)
+
+    def plot(self, epochs=None, path=None):
+        """A figure of the strip with each row labelled by its epoch; with 50 epochs a selection such as
+        `[0, 1, 2, 3, 5, 10, 20, 50]` reads better."""
+        rows = self._rows(epochs)
+        tile = self.strip(epochs)
+        width = min(1.0 + 0.6 * self.n, 12.0)
+        height = width * tile.shape[0] / tile.shape[1] + 0.6
+        figure = matplotlib.figure.Figure(figsize=(width, height), layout="constrained")
+        axis = figure.subplots()
+        axis.imshow(tile, **IMAGE_STYLE)
+        axis.set_yticks(14 + 28 * np.arange(len(rows)), labels=[str(self.epochs[row]) for row in rows])
+        axis.set_xticks([])
+        axis.set(ylabel="epoch", title=f"The same {self.n} codes decoded after each epoch")
+        return save_figure(figure, path)
+
+    def _record(self, epoch):
+        self.epochs.append(epoch)
+        decoded = self.model.decode(self.codes, self.digits)
+        self.images.append(np.asarray(ops.convert_to_numpy(decoded), dtype="float32"))
+
+    def _rows(self, epochs):
+        """The indices into `self.images` of the requested epochs."""
+        if not self.images:
+            raise ValueError("No images recorded yet: the callback records them during fit")
+        if epochs is None:
+            return list(range(len(self.epochs)))
+        missing = [epoch for epoch in epochs if epoch not in self.epochs]
+        if missing:
+            raise ValueError(f"Epoch(s) {missing} were not recorded; recorded: {self.epochs}")
+        return [self.epochs.index(epoch) for epoch in epochs]

@@ -11,9 +11,8 @@ import matplotlib.figure
 import numpy as np
 
 from vae_keras import plotting
-from vae_keras.checks import MAX_SEED, check_int
 from vae_keras.classifier import FEATURES_LAYER
-from vae_keras.config import NUM_CLASSES
+from vae_keras.config import MAX_SEED, NUM_CLASSES, check_int
 from vae_keras.data import in_batches
 
 # Images per classifier or decoder call: bounds the memory the report uses.

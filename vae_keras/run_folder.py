@@ -25,11 +25,13 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
+from keras.src.backend.common import global_state
 from keras.src.saving import saving_lib
 
 from vae_keras.config import PRETRAINED_HISTORY_PATH, VAEConfig
-from vae_keras.files import checked_write, fsync, temporary_beside, write_bytes
+from vae_keras.files import checked_write, fsync, link_or_copy, write_bytes
 
 try:
     import fcntl
@@ -50,14 +52,8 @@ START_AFRESH = "pass overwrite=True (--overwrite) to start afresh."
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
-    """A finished epoch's checkpoint, verified by `RunFolder.check`.
-
-    Attributes:
-        folder: `RUN/checkpoint/epoch-NNNN`.
-        epoch: the number of epochs finished.
-        history: the history rows of every finished epoch, `epoch` 0-based.
-        identity: what made the run (`run_identity`).
-    """
+    """A finished epoch's checkpoint, verified by `RunFolder.check`: its folder `RUN/checkpoint/epoch-NNNN`, the
+    epochs finished, the history rows of each (`epoch` 0-based) and what made the run (`run_identity`)."""
 
     folder: Path
     epoch: int
@@ -65,15 +61,22 @@ class Checkpoint:
     identity: dict
 
     @property
-    def model_file(self):
-        """The `.keras` file of the model and the optimizer after this epoch."""
+    def model_file(self):  # the model and the optimizer after this epoch
         return self.folder / MODEL_FILE
 
 
 def run_identity(config, backend, data=None):
     """What fixes a run's numbers, recorded in each checkpoint and checked on resume: the format, the backend, the
-    configuration (as JSON reads it back) and the SHA-256 of its images (`training.data_digest`)."""
-    identity = {"format": CHECKPOINT_FORMAT, "backend": backend, "config": dataclasses.asdict(config), "data": data}
+    configuration (as JSON reads it back) and the SHA-256 of the images it trains and is tested on (from `data`,
+    `((x_train, y_train), (x_test, y_test))`; None: not recorded)."""
+    digest = None
+    if data is not None:
+        hashed = hashlib.sha256()
+        for x in (data[0][0][: config.train_size], data[1][0][: config.test_size]):
+            hashed.update(str(x.shape).encode())
+            hashed.update(np.ascontiguousarray(x).data)
+        digest = hashed.hexdigest()
+    identity = {"format": CHECKPOINT_FORMAT, "backend": backend, "config": dataclasses.asdict(config), "data": digest}
     return json.loads(json.dumps(identity))
 
 
@@ -89,10 +92,7 @@ class RunFolder:
     @contextlib.contextmanager
     def locked(self):
         """Holds an exclusive lock on the folder (its `.lock`) for the block; the system drops it if the process dies.
-
-        Raises:
-            RuntimeError: when another process holds the folder (the message gives its pid).
-        """
+        A RuntimeError when another process holds it gives that process's pid."""
         self.path.mkdir(parents=True, exist_ok=True)
         if fcntl is None:  # Windows: no advisory locks, no check
             yield
@@ -165,11 +165,8 @@ class RunFolder:
         return latest
 
     def latest_checkpoint(self):
-        """The newest checkpoint, verified, as a `Checkpoint`; None when there is none.
-
-        Raises:
-            ValueError: naming the file at fault and what is wrong with it.
-        """
+        """The newest checkpoint, verified, as a `Checkpoint`; None when there is none; a damaged one is a
+        ValueError naming the file at fault and what is wrong with it."""
         root = self / CHECKPOINT_DIR
         if root.exists() and not root.is_dir():
             raise ValueError(f"{root} is a file, not a checkpoint folder. Move it away, or {START_AFRESH}")
@@ -191,21 +188,16 @@ class RunFolder:
         return Checkpoint(folder, meta["epoch"], meta["history"], meta["identity"])
 
     def restore(self, model, checkpoint, steps_per_epoch):
-        """Loads a verified checkpoint into a compiled model: weights, Adam's moments and step count. Writes nothing.
-
-        Raises:
-            ValueError: the model file cannot be loaded, or holds another number of steps.
-        """
+        """Loads a verified checkpoint into a compiled model: weights, Adam's moments and step count. Writes
+        nothing; a ValueError if the model file cannot be loaded, or holds another number of steps."""
         if not model.optimizer.built:
             # Adam's moments exist only once built; unbuilt, Keras would skip loading them.
             model.optimizer.build(model.trainable_variables)
         try:
             model.load_weights(checkpoint.model_file)
         except Exception as error:  # h5py and Keras raise many types for a damaged file
-            raise ValueError(
-                f"{checkpoint.model_file} could not be loaded ({type(error).__name__}: {error}). "
-                f"Choose another output folder, or {START_AFRESH}"
-            ) from None
+            raise ValueError(f"{checkpoint.model_file} could not be loaded ({type(error).__name__}: {error}). "
+                             f"Choose another output folder, or {START_AFRESH}") from None
         steps = int(ops.convert_to_numpy(model.optimizer.iterations))
         if steps != checkpoint.epoch * steps_per_epoch:
             raise ValueError(
@@ -221,12 +213,16 @@ class RunFolder:
         only loaded again is not rewritten.
         """
         self._remove_partials()
-        _write_if_changed(self / CONFIG_FILE, (json.dumps(identity["config"], indent=2) + "\n").encode())
+        contents = {CONFIG_FILE: (json.dumps(identity["config"], indent=2) + "\n").encode()}
         if checkpoint is not None:
-            _write_if_changed(self / HISTORY_FILE, _history_bytes(checkpoint.history))
+            contents[HISTORY_FILE] = _history_bytes(checkpoint.history)
+        for name, data in contents.items():
+            if not ((self / name).is_file() and (self / name).read_bytes() == data):
+                write_bytes(self / name, data)
+        if checkpoint is not None:
             model = self / MODEL_FILE
             if not (model.is_file() and os.path.samefile(model, checkpoint.model_file)):
-                self._link_model(checkpoint.model_file)
+                link_or_copy(checkpoint.model_file, model)
 
     def write_epoch(self, model, epoch, rows, identity):
         """Writes epoch `epoch`'s checkpoint whole, then the run's `vae.keras` and `history.csv`, then drops older checkpoints.
@@ -236,9 +232,7 @@ class RunFolder:
         renamed into place in one step; meta.json records their SHA-256, the
         run's identity and a digest of itself.
         """
-        buffer = io.BytesIO()
-        saving_lib.save_model(model, buffer)  # `model.save` itself takes only file names
-        data = buffer.getvalue()
+        data = model_bytes(model)
         root = self / CHECKPOINT_DIR
         root.mkdir(exist_ok=True)
         final = root / f"epoch-{epoch:04d}"
@@ -257,25 +251,11 @@ class RunFolder:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         fsync(root)
-        self._link_model(final / MODEL_FILE)
+        link_or_copy(final / MODEL_FILE, self / MODEL_FILE)
         write_history(self / HISTORY_FILE, rows)
         for old in root.iterdir():
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
-
-    def _link_model(self, source):
-        """Makes the run's `vae.keras` the checkpoint's file: a hard link (a copy where links fail), replaced in one step."""
-        target = self / MODEL_FILE
-        temporary = temporary_beside(target)
-        try:
-            try:
-                os.link(source, temporary)
-            except OSError:
-                checked_write(target, lambda: shutil.copyfile(source, temporary))
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
-        fsync(self.path)
 
     def _remove_partials(self):
         """Deletes the half-written checkpoints of killed writers (the lock is held: no writer is alive)."""
@@ -284,14 +264,29 @@ class RunFolder:
             shutil.rmtree(partial, ignore_errors=True)
 
 
+def model_bytes(model):
+    """The `.keras` file of `model` (with its optimizer's state) as bytes, written in memory.
+
+    Keras 3.15 caches the attribute names its save skips under one key and
+    looks them up under another, so every save builds throwaway reference
+    objects, an optimizer among them, whose native memory is never returned
+    (72 KB a save: 1.6 GB after 4,000 epochs). Filling the key it reads first
+    makes a save keep none (benchmarks/checkpoint_memory.py).
+    """
+    for kind in ("Layer", "Functional", "Sequential", "Metric", "Optimizer", "Operation", "Loss"):
+        key = f"saving_attr_skiplist_{kind}"
+        if global_state.get_global_attribute(key) is None:
+            global_state.set_global_attribute(key, saving_lib.get_attr_skipset(kind))
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)  # `model.save` itself takes only file names
+    return buffer.getvalue()
+
+
 class EpochWriter(keras.callbacks.Callback):
     """Writes each finished epoch of a training run into its `RunFolder` (`write_epoch`), once.
 
-    Args:
-        folder: the `RunFolder`.
-        identity: the run's `run_identity`.
-        rows: the history rows of the epochs already finished (a resumed run's).
-        stopped: a callable that is true when the epoch must not be kept (a NaN loss).
+    `rows` are the history rows of the epochs already finished (a resumed run's); `stopped()` is true when
+    the epoch must not be kept (a NaN loss).
     """
 
     def __init__(self, folder, identity, rows=(), stopped=lambda: False):
@@ -307,11 +302,7 @@ class EpochWriter(keras.callbacks.Callback):
 
 def read_history(path):
     """Reads a run's `history.csv` into a dict of columns (lists of floats), `epoch` counted from 1.
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not a training history (the line named).
-    """
+    A FileNotFoundError for a missing file, a ValueError naming the line for one that is not a training history."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No training history at {path}")
@@ -344,11 +335,6 @@ def _history_bytes(rows):
     columns = ["epoch", *sorted({name for row in rows for name in row} - {"epoch"})]
     lines = [",".join(columns), *(",".join(str(row.get(name, "")) for name in columns) for row in rows)]
     return ("\n".join(lines) + "\n").encode()
-
-
-def _write_if_changed(path, data):
-    if not (path.is_file() and path.read_bytes() == data):
-        write_bytes(path, data)
 
 
 def history_beside(model_path):

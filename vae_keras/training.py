@@ -1,7 +1,11 @@
-"""Training with the reference protocol: `train` builds a run (seeds, data, model, callbacks) in its folder, fits it, returns it."""
+"""Training with the reference protocol: `train` builds a run (seeds, data, model, callbacks) in its folder, fits it
+and returns it. The run's own callbacks, one job each, close the file: the epoch's noise and KL weight, the
+reference's line, and the two ways a run stops (a dead network, a Ctrl-C)."""
 
 import dataclasses
-import hashlib
+import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -9,7 +13,6 @@ import keras
 import numpy as np
 
 from vae_keras import backends
-from vae_keras.callbacks import EpochStart, ReferenceLine, StopOnCtrlC, StopOnDivergence
 from vae_keras.config import VAEConfig
 from vae_keras.data import EpochBatches, load_mnist
 from vae_keras.images import load_images
@@ -20,11 +23,8 @@ from vae_keras.run_folder import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, EpochWri
 def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
     """A new `VAE` (a `ConditionalVAE` for `config.conditional`) compiled with Adam and the step settings.
 
-    Args:
-        config: a `VAEConfig`.
-        device: the device it will train on (decides the "auto" settings).
-        steps_per_epoch: batches per epoch; None: `config.steps_per_epoch()`.
-        jit_compile: whether to compile the train step; None: as `config.jit_compile` decides on `device`.
+    `device` decides the "auto" settings; `steps_per_epoch` (None: `config.steps_per_epoch()`) bounds
+    `steps_per_execution`; `jit_compile` None: as `config.jit_compile` decides on `device`.
     """
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
     model = (ConditionalVAE if config.conditional else VAE)(
@@ -46,14 +46,8 @@ class TrainingDiverged(FloatingPointError):
 
 @dataclasses.dataclass
 class TrainingResult:
-    """What `train` returns.
-
-    Attributes:
-        model: the trained `VAE`.
-        history: per-epoch figures read back from the run's CSV, one list per column
-            (`epoch` 1-based, `elbo`, `val_elbo` = test ELBO...), earlier sessions' epochs included.
-        output_dir: the run folder (`vae.keras`, `history.csv`, `config.json`).
-    """
+    """What `train` returns: the trained `model`, its `history` read back from the run's CSV (one list per column:
+    `epoch` 1-based, `elbo`, `val_elbo` = test ELBO...; earlier sessions' epochs included) and the run folder."""
 
     model: VAE
     history: dict
@@ -64,15 +58,9 @@ class TrainingResult:
 class Run:
     """A training run, built and ready to fit: `train` is `build_run`, then `Run.fit`.
 
-    Attributes:
-        config, device: the `VAEConfig` and the device it trains on ("cpu:0").
-        model: the compiled `VAE`.
-        batches: the `EpochBatches` of the training images.
-        validation: what the per-epoch test ELBO is evaluated on (the test images, with labels for a conditional model).
-        callbacks: every callback `fit` gets.
-        guard: the run's `StopOnDivergence`.
-        initial_epoch: the first epoch to train (0-based; after a resume, the epochs already finished).
-        distribution: the `keras.distribution.DataParallel` it trains under, or None.
+    `validation` is what the per-epoch test ELBO is evaluated on (the test images, with their labels for a
+    conditional model); `guard` the run's `StopOnDivergence`; `initial_epoch` the epochs already finished (a
+    resumed run's); `distribution` the `keras.distribution.DataParallel` it trains under, or None.
     """
 
     config: VAEConfig
@@ -81,15 +69,13 @@ class Run:
     batches: EpochBatches
     validation: object
     callbacks: list
-    guard: StopOnDivergence
+    guard: "StopOnDivergence"
     initial_epoch: int = 0
     distribution: object = None
 
     def fit(self, epochs=None, validate=True, verbose=1):
-        """`model.fit` on the run's batches and callbacks, in its device scope; Keras' `History`.
-
-        `epochs`: the epoch to stop after (None: the configuration's); `validate`: the per-epoch test ELBO.
-        """
+        """`model.fit` on the run's batches and callbacks, in its device scope, to epoch `epochs` (None: the
+        configuration's), with the per-epoch test ELBO if `validate`; Keras' `History`."""
         ctrl_c = StopOnCtrlC()
         with backends.scope(self.device, self.distribution), ctrl_c:
             return self.model.fit(
@@ -106,12 +92,8 @@ class Run:
 
 
 def load_data(config, data=None):
-    """The run's `((x_train, y_train), (x_test, y_test))`: `data` itself, or `config.images`, or MNIST; checked against `config`.
-
-    Raises:
-        vae_keras.DataError: unreadable images or MNIST files (named).
-        ValueError: images of another shape than `config.image_shape`, or fewer than `train_size` or `batch_size`.
-    """
+    """The run's `((x_train, y_train), (x_test, y_test))`: `data` itself, or `config.images`, or MNIST, checked
+    against `config` (a ValueError for another image shape, or fewer images than `train_size` or `batch_size`)."""
     if data is None:
         data = (
             load_images(config.images, size=config.resize, test_fraction=config.test_fraction, seed=config.seed)
@@ -127,60 +109,46 @@ def load_data(config, data=None):
             )
     n_train = len(x_train) if config.train_size is None else config.train_size
     if n_train > len(x_train) or config.batch_size > n_train:
-        raise ValueError(
-            f"{source} holds {len(x_train)} training images: train_size={config.train_size} and "
-            f"batch_size={config.batch_size} must be at most that (and batch_size at most train_size)"
-        )
+        raise ValueError(f"{source} holds {len(x_train)} training images: train_size={config.train_size} and "
+                         f"batch_size={config.batch_size} must be at most that (and batch_size at most train_size)")
     if config.conditional and y_train is None:
         raise ValueError("conditional=True needs the images' digit labels; these images have none")
     return data
 
 
-def data_digest(data, config):
-    """The SHA-256 of the images a run trains and is tested on: a resumed run must be given the same ones."""
-    (x_train, _), (x_test, _) = data
-    digest = hashlib.sha256()
-    for x in (x_train[: config.train_size], x_test[: config.test_size]):
-        digest.update(str(x.shape).encode())
-        digest.update(np.ascontiguousarray(x).data)
-    return digest.hexdigest()
-
-
 def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_epoch=0):
     """Builds a training run (seeds, data, model, callbacks): all that `Run.fit` needs; writes nothing.
 
-    Args:
-        config: a `VAEConfig`.
-        data: `((x_train, y_train), (x_test, y_test))`; None: as `load_data` reads it.
-        device: from `select_device`; None chooses it.
-        callbacks: further Keras callbacks.
-        verbose: print the compile settings, and the reference's line per epoch.
-        initial_epoch: the epochs already finished (a resumed run's).
+    `data` None reads it as `load_data` does; `device` None chooses it (`select_device`); `callbacks` are
+    further Keras callbacks; `verbose` prints the compile settings and the reference's line per epoch;
+    `initial_epoch` is the epochs already finished (a resumed run's).
     """
     device = device or backends.select_device(config.execution_environment, verbose=False)
-    backends.set_random_seed(config.seed)
-    jit_compile = backends.jit_compile(config.jit_compile, device)
-    if not jit_compile:  # Keras turns XLA off where op determinism is on, so only without XLA
-        backends.enable_determinism(device)
-    (x_train, y_train), (x_test, y_test) = load_data(config, data)
+    return _build_run(config, load_data(config, data), device, callbacks, verbose, initial_epoch)
+
+
+def _build_run(config, data, device, callbacks, verbose, initial_epoch):
+    """`build_run` once the data is read and checked, and the device chosen."""
+    (x_train, y_train), (x_test, y_test) = data
+    guard = StopOnDivergence(config.learning_rate)
+    # The progress bar first, so that its epoch line ends before the reference's line.
+    run_callbacks = [keras.callbacks.ProgbarLogger(), EpochStart(config.seed), ReferenceLine(bool(verbose)), guard]
     batches = EpochBatches(
         x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed,
         labels=y_train[: config.train_size] if config.conditional else None, first_epoch=initial_epoch,
     )
+    backends.set_random_seed(config.seed)
+    jit_compile = backends.jit_compile(config.jit_compile, device)
+    if not jit_compile:  # Keras turns XLA off where op determinism is on, so only without XLA
+        backends.enable_determinism(device)
     distribution = backends.distribution(
         config.data_parallel, device, {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
     )
     with backends.scope(device, distribution):
         model = build_model(config, device, batches.steps, jit_compile)
     if verbose:
-        print(
-            f"Compiled: jit_compile={model.jit_compile}, steps_per_execution={model.steps_per_execution}"
-            + (f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else "")
-            + "."
-        )
-    guard = StopOnDivergence(config.learning_rate)
-    # The progress bar first, so that its epoch line ends before the reference's line.
-    run_callbacks = [keras.callbacks.ProgbarLogger(), EpochStart(config.seed), ReferenceLine(bool(verbose)), guard]
+        parallel = f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else ""
+        print(f"Compiled: jit_compile={model.jit_compile}, steps_per_execution={model.steps_per_execution}{parallel}.")
     return Run(
         config=config, device=device, model=model, batches=batches,
         validation=model.join_inputs(x_test[: config.test_size], None if y_test is None else y_test[: config.test_size]),
@@ -199,15 +167,13 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
 
     Args:
         config: a `VAEConfig`; the reference settings when None.
-        output_dir: folder of the run.
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` or `load_images` returns; None reads
             `config.images`, else MNIST from `data/`.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch (both add the reference's line).
         overwrite: start afresh, deleting the run `output_dir` holds.
         callbacks: further Keras callbacks.
 
-    Returns:
-        A `TrainingResult`.
+    Returns a `TrainingResult`.
 
     Raises:
         FileExistsError: the folder holds another run (the differing fields named).
@@ -222,13 +188,13 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     device = backends.select_device(config.execution_environment, verbose=bool(verbose))
     data = load_data(config, data)
     folder = RunFolder(output_dir)
-    identity = run_identity(config, backends.BACKEND, data_digest(data, config))
+    identity = run_identity(config, backends.BACKEND, data)
     with folder.locked():
         checkpoint = folder.check(identity, overwrite)
         restarting = checkpoint is None and (folder / CONFIG_FILE).exists()
         initial_epoch = checkpoint.epoch if checkpoint is not None else 0
         writer = EpochWriter(folder, identity, checkpoint.history if checkpoint else ())
-        run = build_run(config, data, device, [writer, *callbacks], verbose, initial_epoch)
+        run = _build_run(config, data, device, [writer, *callbacks], verbose, initial_epoch)
         writer.stopped = lambda: run.guard.problem is not None
         if checkpoint is not None:
             folder.restore(run.model, checkpoint, run.batches.steps)
@@ -248,23 +214,134 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
             print(f"Training took {time.perf_counter() - start:.1f} s (compilation, {config.epochs - initial_epoch} "
                   "epochs' training and test evaluations).")
     if run.guard.problem is not None:
-        kept = (
-            f"The model of the last finished epoch is in {folder / MODEL_FILE}"
-            if (folder / MODEL_FILE).is_file() else "No epoch finished, so no model was saved"
-        )
+        kept = (f"The model of the last finished epoch is in {folder / MODEL_FILE}" if (folder / MODEL_FILE).is_file()
+                else "No epoch finished, so no model was saved")
         raise TrainingDiverged(f"Training stopped: {run.guard.problem}. {kept}.")
     return TrainingResult(model=run.model, history=read_history(folder / HISTORY_FILE), output_dir=folder.path)
 
 
 def evaluate(model, x, y=None, batch_size=2_000, verbose=0):
-    """The test ELBO of a model on images `x` (and their labels `y`, for a conditional model), z sampled as in the reference.
-
-    Returns:
-        A dict of floats: `elbo`, `reconstruction_loss`, `kl_loss`.
-    """
+    """The test ELBO of a model on images `x` (and their labels `y`, for a conditional model), z sampled as in the
+    reference: a dict of floats, `elbo`, `reconstruction_loss`, `kl_loss`."""
     backends.check_floatx()
     if not model.compiled:
         model.compile(optimizer=keras.optimizers.Adam())
     inputs = model.join_inputs(np.asarray(x), y)
     results = model.evaluate(inputs, batch_size=batch_size, verbose=verbose, return_dict=True)
     return {name: float(results[name]) for name in ("elbo", "reconstruction_loss", "kl_loss")}
+
+
+class EpochStart(keras.callbacks.Callback):
+    """Sets what depends on the epoch alone at its start, so that a resumed run repeats an uninterrupted one.
+
+    The sampling noise restarts from a stream of the seed and the epoch, and a
+    KL warm-up's weight is `beta * min(1, epoch / kl_warmup_epochs)`.
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.sampling.reseed(self.seed, stream=epoch)
+        if self.model.kl_weight is not None:
+            self.model.kl_weight.assign(kl_weight_at(self.model, epoch))
+
+
+def kl_weight_at(model, epoch):
+    """The KL term's weight in epoch `epoch` (0-based): beta, reached linearly over the warm-up's epochs."""
+    if not model.kl_warmup_epochs:
+        return model.beta
+    return model.beta * min(1.0, epoch / model.kl_warmup_epochs)
+
+
+class ReferenceLine(keras.callbacks.Callback):
+    """Times each epoch's training without its test pass, logs it as `epoch_seconds` and prints the reference's line."""
+
+    def __init__(self, verbose=True):
+        super().__init__()
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._end = time.perf_counter(), None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["epoch_seconds"] = (self._end or time.perf_counter()) - self._start
+        if self.verbose and logs.get("val_elbo") is not None:
+            print(f"Epoch : {epoch + 1} Test ELBO loss = {float(logs['val_elbo']):.4f}. "
+                  f"Time taken for epoch = {logs['epoch_seconds']:.4f}s", flush=True)
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training when it can no longer learn: a NaN or infinite loss, or a dead decoder.
+
+    A decoder is dead when it draws one flat image for every code (its units
+    output 0 whatever they are given), as a too-high learning rate leaves it;
+    no gradient reaches it again, so the run would end with a model that draws
+    grey squares. The epoch that showed it is not kept. `problem`: None, or what
+    happened, for the error `train` raises.
+    """
+
+    def __init__(self, learning_rate=None):
+        super().__init__()
+        self.learning_rate, self.problem, self._epoch = learning_rate, None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("elbo")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"the loss became NaN or infinite at epoch {self._epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.problem is None:
+            codes = self.model.prior_codes(16, seed=0)
+            images = self.model.decode_codes(codes, self.model.prior_labels(16))
+            if np.ptp(images) < 1e-6:
+                self._stop(f"after epoch {epoch + 1} the decoder draws the same flat image (grey level "
+                           f"{float(images.flat[0]):.3f}) for every code: its units died and cannot learn again")
+
+    def _stop(self, problem):
+        self.problem = problem + f" (learning_rate={self.learning_rate}; too high a learning rate is the usual cause)"
+        self.model.stop_training = True
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Turns a Ctrl-C (SIGINT) during `fit` into a `KeyboardInterrupt` at the next batch's end, never lost.
+
+    Python runs a signal handler wherever the main thread is, a garbage-collector
+    callback included, and an exception raised there is printed and ignored
+    (JAX's `_xla_gc_callback` swallowed one in 32 Ctrl-Cs). This handler only
+    records the signal; the callback raises it where `fit` can stop. A second
+    Ctrl-C interrupts at once. Use as a context manager around `fit`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.pressed, self._previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exception):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def _handler(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def _check(self, *args, **kwargs):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = _check

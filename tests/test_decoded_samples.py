@@ -1,11 +1,11 @@
-"""Tests for vae_keras.callbacks: the same codes decoded after each epoch of a short fit."""
+"""Tests for vae_keras.plotting.DecodedSamples: the same codes decoded after each epoch of a short fit."""
 
 import keras
 import numpy as np
 import pytest
 
 import vae_keras
-from vae_keras.callbacks import DecodedSamples
+from vae_keras.plotting import DecodedSamples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
