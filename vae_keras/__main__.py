@@ -140,8 +140,7 @@ def _parser():
         prog="python -m vae_keras",
         description="Train, evaluate and sample the VAE of MathWorks' example, on MNIST or on your own images.",
         epilog=f"Keras backend: {BACKEND}. Choose another with the environment variable KERAS_BACKEND "
-        "(tensorflow, jax or torch), e.g. KERAS_BACKEND=jax python -m vae_keras train.",
-    )
+        "(tensorflow, jax or torch), e.g. KERAS_BACKEND=jax python -m vae_keras train.")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train with the reference protocol, on MNIST or on --images")

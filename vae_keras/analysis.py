@@ -30,9 +30,8 @@ def log_importance_weights(x, x_pred, z, z_mean, z_log_var, likelihood="gaussian
 
     Raises a ValueError if the shapes disagree.
     """
-    x, x_pred, z, z_mean, z_log_var = (
-        np.asarray(ops.convert_to_numpy(value), dtype="float64") for value in (x, x_pred, z, z_mean, z_log_var)
-    )
+    x, x_pred, z, z_mean, z_log_var = (np.asarray(ops.convert_to_numpy(value), dtype="float64")
+                                       for value in (x, x_pred, z, z_mean, z_log_var))
     if x.shape != x_pred.shape:
         raise ValueError(f"x and x_pred must have the same shape, received {x.shape} and {x_pred.shape}")
     if not (z.shape == z_mean.shape == z_log_var.shape) or z.ndim != 2 or len(z) != len(x):

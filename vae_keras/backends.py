@@ -1,10 +1,9 @@
 """What differs between Keras' backends besides the train step: start-up, devices, determinism, compilation.
 
-Keras 3 runs the same model on TensorFlow, JAX and PyTorch; the backend is
-chosen when Keras is first imported, from `KERAS_BACKEND` (else
-`~/.keras/keras.json`, else TensorFlow), and cannot change afterwards. The
-train steps, each backend's own way of computing gradients, are in
-`models.py`, beside the model; everything else that asks which backend runs is here.
+Keras 3 runs the same model on TensorFlow, JAX and PyTorch; the backend is chosen when Keras is first imported, from
+`KERAS_BACKEND` (else `~/.keras/keras.json`, else TensorFlow), and cannot change afterwards. The train steps, each
+backend's own way of computing gradients, are in `models.py`, beside the model; everything else that asks which
+backend runs is here.
 """
 
 import contextlib
@@ -17,8 +16,7 @@ from vae_keras.config import EXECUTION_ENVIRONMENTS
 # imported: "3" hides them; Python warnings and errors are unaffected. Set TF_CPP_MIN_LOG_LEVEL to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# The Keras backends this project runs on.
-BACKENDS = ("tensorflow", "jax", "torch")
+BACKENDS = ("tensorflow", "jax", "torch")  # the Keras backends this project runs on
 
 
 @contextlib.contextmanager
@@ -59,11 +57,9 @@ try:
             import torch
 except (ImportError, ValueError) as error:  # ValueError: a backend name Keras does not know
     _wanted = os.environ.get("KERAS_BACKEND", "the backend of ~/.keras/keras.json")
-    _message = (
-        f"Keras could not start on {_wanted} ({type(error).__name__}: {error}). Install it "
-        f"(pip install {_wanted if _wanted in BACKENDS else 'tensorflow'}), or choose an installed "
-        "backend with KERAS_BACKEND=tensorflow, jax or torch."
-    )
+    _message = (f"Keras could not start on {_wanted} ({type(error).__name__}: {error}). Install it (pip install "
+                f"{_wanted if _wanted in BACKENDS else 'tensorflow'}), or choose an installed backend with "
+                "KERAS_BACKEND=tensorflow, jax or torch.")
     if sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0]) == "vae-keras":
         # The command line (python -m vae_keras, vae-keras): one line, no traceback.
         print(f"error: {_message}", file=sys.stderr)
@@ -81,11 +77,9 @@ def check_floatx():
     The reference computes in float32; half precision is `VAEConfig(precision="mixed_bfloat16")`.
     """
     if keras.config.floatx() != "float32":
-        raise ValueError(
-            f"Keras' floatx is {keras.config.floatx()!r} (set in ~/.keras/keras.json or by keras.config.set_floatx); "
-            "vae_keras computes in float32: set \"floatx\": \"float32\" (for half precision use "
-            "--precision mixed_bfloat16)"
-        )
+        raise ValueError(f"Keras' floatx is {keras.config.floatx()!r} (set in ~/.keras/keras.json or by "
+                         "keras.config.set_floatx); vae_keras computes in float32: set \"floatx\": \"float32\" "
+                         "(for half precision use --precision mixed_bfloat16)")
 
 
 def backend_version():
@@ -114,10 +108,9 @@ def select_device(execution_environment="auto", verbose=True):
                          f"execution_environment={execution_environment!r}")
     gpus = [] if execution_environment == "cpu" else visible_gpus()
     if execution_environment == "gpu" and not gpus:
-        raise RuntimeError(
-            f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. Install a GPU build "
-            f"({gpu_install_hint()}) on a machine with an NVIDIA GPU, or use execution_environment='auto' or 'cpu'."
-        )
+        raise RuntimeError(f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. Install a GPU "
+                           f"build ({gpu_install_hint()}) on a machine with an NVIDIA GPU, or use "
+                           "execution_environment='auto' or 'cpu'.")
     device = "gpu:0" if gpus else "cpu:0"
     if verbose:
         where = f"the GPU ({gpus[0]})" if gpus else "the CPU"
@@ -128,19 +121,15 @@ def select_device(execution_environment="auto", verbose=True):
 
 def gpu_install_hint():
     """How to get a GPU build of the active backend, for error messages."""
-    return {
-        "tensorflow": "pip install 'tensorflow[and-cuda]'",
-        "jax": "pip install 'jax[cuda12]'",
-        "torch": "pip install torch (the default Linux wheel is a CUDA build)",
-    }[BACKEND]
+    return {"tensorflow": "pip install 'tensorflow[and-cuda]'", "jax": "pip install 'jax[cuda12]'",
+            "torch": "pip install torch (the default Linux wheel is a CUDA build)"}[BACKEND]
 
 
 def jit_compile(setting, device):
     """Whether the train step is compiled (XLA on TensorFlow, `jax.jit`, `torch.compile`).
 
-    "auto" follows measurements (docs/backends.md): TensorFlow uses XLA on a GPU
-    only (on a CPU it ran 2x slower); JAX always compiles (its eager mode runs
-    op by op); PyTorch runs eagerly (`torch.compile` made the reference
+    "auto" follows measurements (docs/backends.md): TensorFlow uses XLA on a GPU only (on a CPU it ran 2x slower);
+    JAX always compiles (its eager mode runs op by op); PyTorch runs eagerly (`torch.compile` made the reference
     protocol slower on an H200: 52 s against 26 s).
     """
     if setting != "auto":
@@ -151,9 +140,8 @@ def jit_compile(setting, device):
 def steps_per_execution(setting, device, steps_per_epoch):
     """Train steps per compiled call: "auto" runs a whole epoch per call with JAX on a GPU, else 1.
 
-    There a step takes under 2 ms and Python's round trip between steps
-    matters (0.184 s against 0.19-0.23 s per epoch on an H200); on a CPU 5
-    steps per call measured no faster (1.02x).
+    There a step takes under 2 ms and Python's round trip between steps matters (0.184 s against 0.19-0.23 s per
+    epoch on an H200); on a CPU 5 steps per call measured no faster (1.02x).
     """
     if setting != "auto":
         return setting

@@ -11,10 +11,8 @@ from vae_keras.config import CLASSIFIER_PATH, MAX_SEED, MNIST_IMAGE_SHAPE, NUM_C
 from vae_keras.data import load_mnist
 from vae_keras.files import load_keras_file, write_atomically, write_bytes
 
-# Name of the penultimate layer, whose outputs are the features of the Fréchet distance.
-FEATURES_LAYER = "features"
-# Number of units of that layer.
-FEATURES_DIM = 128
+FEATURES_LAYER = "features"  # the penultimate layer, whose outputs are the features of the Fréchet distance
+FEATURES_DIM = 128  # its number of units
 
 
 def build_classifier(name="digit_classifier"):
@@ -52,7 +50,6 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
     history_path = path.with_name(path.stem + "_history.csv")
     config_path = path.with_name(path.stem + "_config.json")
     (x_train, y_train), (x_test, y_test) = data if data is not None else load_mnist()
-
     keras.utils.set_random_seed(seed)
     classifier = build_classifier()
     optimizer = keras.optimizers.Adam(learning_rate=1e-3)
@@ -60,18 +57,15 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
     path.parent.mkdir(parents=True, exist_ok=True)
     classifier.fit(
         x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, validation_data=(x_test, y_test),
-        callbacks=[keras.callbacks.CSVLogger(str(history_path))], verbose=verbose,
-    )
+        callbacks=[keras.callbacks.CSVLogger(str(history_path))], verbose=verbose)
     test_loss, test_accuracy = classifier.evaluate(x_test, y_test, batch_size=1_000, verbose=0)
     # A copy without the optimizer: a third of the size, and all that inference needs.
     inference_copy = build_classifier(name=classifier.name)
     inference_copy.set_weights(classifier.get_weights())
     write_atomically(path, inference_copy.save)
     scores = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
-    config = {
-        "epochs": epochs, "seed": seed, "batch_size": batch_size, "learning_rate": 1e-3,
-        "train_images": int(len(x_train)), **scores, "backend": BACKEND, "keras_version": keras.__version__,
-    }
+    config = {"epochs": epochs, "seed": seed, "batch_size": batch_size, "learning_rate": 1e-3,
+              "train_images": int(len(x_train)), **scores, "backend": BACKEND, "keras_version": keras.__version__}
     write_bytes(config_path, (json.dumps(config, indent=2) + "\n").encode())
     return {**scores, "path": path, "history_path": history_path, "config_path": config_path}
 
@@ -79,10 +73,8 @@ def train_classifier(path=CLASSIFIER_PATH, epochs=3, seed=0, batch_size=128, dat
 def load_classifier(path=None):
     """Loads a digit classifier (`.keras` file written by `train_classifier`); None: the one that ships in models/.
 
-    Raises:
-        FileNotFoundError: when the file does not exist (the message names it).
-        ValueError: when the file is not a readable `.keras` model, or not a 10-class
-            classifier with a "features" layer.
+    A FileNotFoundError (naming the file) when it does not exist; a ValueError when it is not a readable `.keras`
+    model, or not a 10-class classifier with a "features" layer.
     """
     path = Path(CLASSIFIER_PATH if path is None else path)
     hint = ("The classifier ships with the project in models/; train it again with "

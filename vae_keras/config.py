@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 # The checks of values that enter the package, one function per kind, one message style: each raises a
 # ValueError naming the argument and the value received, "batch_size must be a positive integer, received
 # batch_size=0". VAEConfig checks its fields with them once; public functions that take raw values, too.
@@ -16,10 +15,8 @@ MAX_SEED = 2**32 - 1
 
 
 def check_int(name, value, minimum=1, maximum=None, maximum_is=None):
-    """Returns `value` if it is an integer in [minimum, maximum] (booleans are not); raises otherwise.
-
-    `maximum_is` says what the maximum is, for the message.
-    """
+    """Returns `value` if it is an integer in [minimum, maximum] (booleans are not), else raises; `maximum_is`
+    says what the maximum is, for the message."""
     if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
             or (maximum is not None and value > maximum)):
         if maximum is not None:
@@ -108,58 +105,44 @@ class VAEConfig:
     adam_epsilon: float = _field(1e-8, "Adam's epsilon; 1e-8 is MATLAB's adamupdate default (Keras' is 1e-7)")
     execution_environment: str = _field(
         "auto", "auto: a GPU where the Keras backend sees one, else the CPU; cpu or gpu force one",
-        choices=EXECUTION_ENVIRONMENTS,
-    )
+        choices=EXECUTION_ENVIRONMENTS)
     seed: int = _field(0, "seeds Python, NumPy and the backend: the same seed gives the same losses on the CPU")
     shuffle: bool = _field(
         False, "reshuffle the training images before each epoch (the reference takes them in order)",
-        choices=(True, False),
-    )
+        choices=(True, False))
     train_size: int | None = _field(
-        None, "train on the first N of the 60,000 training images (whole batches only, as the reference)"
-    )
+        None, "train on the first N of the 60,000 training images (whole batches only, as the reference)")
     test_size: int | None = _field(None, "evaluate the per-epoch test ELBO on the first N test images")
     eval_batch_size: int = _field(2_000, "images per batch when evaluating (speed and memory only)")
     jit_compile: bool | str = _field(
         "auto", "compile the train step (XLA, jax.jit, torch.compile): auto does so where it measured "
-        "faster (TensorFlow on a GPU, JAX always, never PyTorch)", choices=AUTO_BOOL,
-    )
+        "faster (TensorFlow on a GPU, JAX always, never PyTorch)", choices=AUTO_BOOL)
     steps_per_execution: int | str = _field(
         "auto", "train steps per call into the compiled graph: auto (a whole epoch with JAX on a GPU, "
-        "else 1) or an integer",
-    )
+        "else 1) or an integer")
     precision: str = _field(
         "float32", "float32 as the reference, or mixed_bfloat16 (bfloat16 arithmetic; weights, loss and "
-        "optimizer float32)", choices=PRECISIONS,
-    )
-    beta: float = _field(
-        1.0, "weight of the KL term in the training loss (beta-VAE); the reported ELBO keeps weight 1"
-    )
+        "optimizer float32)", choices=PRECISIONS)
+    beta: float = _field(1.0, "weight of the KL term in the training loss (beta-VAE); the reported ELBO keeps weight 1")
     kl_warmup_epochs: int = _field(0, "raise the KL weight linearly from 0 to beta over this many epochs (0: none)")
     likelihood: str = _field(
         "gaussian", "the decoder's distribution: gaussian (the reference: half the summed squared error) or "
-        "bernoulli (the summed binary cross-entropy, as keras.io and TensorFlow)", choices=LIKELIHOODS,
-    )
+        "bernoulli (the summed binary cross-entropy, as keras.io and TensorFlow)", choices=LIKELIHOODS)
     conditional: bool = _field(
         False, "a conditional VAE: the digit's label is given to the encoder and the decoder, so that "
-        "generate can draw a chosen digit", choices=(True, False),
-    )
+        "generate can draw a chosen digit", choices=(True, False))
     data_parallel: bool | str = _field(
         "auto", "split each batch over all devices of the chosen kind with Keras' DataParallel (JAX): "
-        "auto where there are several", choices=AUTO_BOOL,
-    )
+        "auto where there are several", choices=AUTO_BOOL)
     image_shape: tuple = _field(
         MNIST_IMAGE_SHAPE, "height, width and channels (1 grey, 3 colour) of the images the networks take, "
-        f"sides {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE}; with --images, those of the images (HxWxC)",
-    )
+        f"sides {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE}; with --images, those of the images (HxWxC)")
     images: str | None = _field(
         None, "train on your own images instead of MNIST: a folder of PNG or JPEG files, or an .npy or .npz file "
-        "(vae_keras.load_images)",
-    )
+        "(vae_keras.load_images)")
     resize: tuple | None = _field(None, "with --images: resize every image to HxW pixels (else all must share one size)")
     test_fraction: float = _field(
-        0.1, "with --images: the share of the images held out (seeded) for the per-epoch test ELBO"
-    )
+        0.1, "with --images: the share of the images held out (seeded) for the per-epoch test ELBO")
 
     def __post_init__(self):
         self.image_shape = check_image_shape("image_shape", self.image_shape)
@@ -189,10 +172,8 @@ class VAEConfig:
             check_int("train_size", self.train_size, maximum=MNIST_TRAIN_SIZE if self.images is None else None)
         if self.test_size is not None:
             check_int("test_size", self.test_size)
-        check_int(
-            "batch_size", self.batch_size, maximum=self.train_size or (MNIST_TRAIN_SIZE if self.images is None else None),
-            maximum_is="the number of training images",
-        )
+        training_images = self.train_size or (MNIST_TRAIN_SIZE if self.images is None else None)
+        check_int("batch_size", self.batch_size, maximum=training_images, maximum_is="the number of training images")
         check_number("learning_rate", self.learning_rate)
         check_number("adam_epsilon", self.adam_epsilon)
         check_number("beta", self.beta, inclusive=True)
@@ -215,13 +196,10 @@ def check_image_shape(name, value, channels=True):
     wanted = "(height, width, channels)" if channels else "(height, width)"
     if isinstance(value, str):
         value = tuple(int(part) if part.isdigit() else part for part in value.lower().split("x"))
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != size
-        or not all(isinstance(side, (int, np.integer)) and not isinstance(side, bool) for side in value)
-        or not all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in value[:2])
-        or (channels and value[2] not in CHANNELS)
-    ):
+    if (not isinstance(value, (tuple, list)) or len(value) != size
+            or not all(isinstance(side, (int, np.integer)) and not isinstance(side, bool) for side in value)
+            or not all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in value[:2])
+            or (channels and value[2] not in CHANNELS)):
         raise ValueError(f"{name} must be {wanted}, sides from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels"
                          + (", channels 1 (grey) or 3 (colour)" if channels else "") + f", received {name}={value!r}")
     return tuple(int(side) for side in value)

@@ -58,10 +58,8 @@ def is_alive(pid):
     """Whether a process with this pid runs (on this machine)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process, or no such call on this system
-        return True
+    except OSError as error:  # alive unless there is no such process (another user's, or no such call here)
+        return not isinstance(error, ProcessLookupError)
     return True
 
 
@@ -93,7 +91,6 @@ def load_keras_file(path, what, hint="", compile=True):
     """`keras.saving.load_model(path, compile)`, with one-line errors naming the file and `what` it holds ("model"):
     `FileNotFoundError` (with `hint` added) if there is no file, `ValueError` if it is no readable `.keras` file."""
     import keras  # here, so that writing files needs no Keras
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No {what} file at {path}." + (f" {hint}" if hint else ""))

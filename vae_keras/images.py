@@ -1,5 +1,6 @@
 """Your own images: a folder of PNG or JPEG files or a NumPy array file, as float32 in [0, 1], with a test split."""
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -191,13 +192,11 @@ def _allocate(path, count, shape):
 
 def _available_memory():
     """The bytes of memory available now (Linux's MemAvailable, else the physical pages free), or None."""
-    try:
+    with contextlib.suppress(OSError):
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

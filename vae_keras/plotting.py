@@ -10,7 +10,6 @@ import statistics
 from pathlib import Path
 
 import keras
-import matplotlib
 import matplotlib.colors
 import matplotlib.figure
 import numpy as np
@@ -176,10 +175,9 @@ def plot_latent_plane(model, x, y, n=20, path=None, digit=None):
     scale. A conditional model draws the map as `digit` (required there).
     """
     if model.latent_dim != 2:
-        raise ValueError(
-            f"plot_latent_plane draws a 2-D latent space, received a model with latent_dim={model.latent_dim}; "
-            "plot_latent_space and plot_latent_grid project other sizes onto two principal directions"
-        )
+        raise ValueError(f"plot_latent_plane draws a 2-D latent space, received a model with latent_dim="
+                         f"{model.latent_dim}; plot_latent_space and plot_latent_grid project other sizes onto two "
+                         "principal directions")
     check_int("n", n, minimum=2)
     if model.conditional and digit is None:
         raise ValueError("plot_latent_plane of a conditional model draws the plane as one digit: pass digit=0..9")
@@ -280,7 +278,6 @@ def plot_training_curve(history, path=None, reference=REFERENCE_TEST_ELBO):
         axis.plot(np.arange(1, len(reference) + 1), reference, linestyle="none", marker="o", markersize=4,
                   markerfacecolor="none", color="black", label="MATLAB reference, test ELBO")
         plotted.append(reference)
-
     values = np.concatenate(plotted)
     values = values[np.isfinite(values)]
     if len(values):
@@ -315,8 +312,7 @@ def plot_kl_per_dimension(kl, threshold=None, path=None):
 
 def plot_iwae_bound(ks, bounds, elbo=None, path=None):
     """The importance-weighted `bounds` (`analysis.iwae_bound`) against the samples `ks` (log axis); `elbo` dashed."""
-    ks = np.asarray(ks, dtype="float64")
-    bounds = np.asarray(bounds, dtype="float64")
+    ks, bounds = np.asarray(ks, dtype="float64"), np.asarray(bounds, dtype="float64")
     if ks.ndim != 1 or ks.shape != bounds.shape or len(ks) == 0:
         raise ValueError("ks and bounds must be 1-D, non-empty and of the same length, "
                          f"received shapes {ks.shape} and {bounds.shape}")
@@ -350,13 +346,10 @@ def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None, d
     rng = np.random.default_rng(seed)
     if y_test is None:
         start, end = rng.choice(len(x_test), size=2, replace=False)
-    else:
-        start = rng.choice(np.flatnonzero(y_test == 3))
-        end = rng.choice(np.flatnonzero(y_test == 8))
-    figures = {
-        "reconstructions.png": lambda: plot_reconstructions(model, x_test, y_test, seed=seed),
-        "latent_space.png": lambda: plot_latent_space(model, x_test, y_test),
-    }
+    else:  # a 3 and an 8, drawn in that order
+        start, end = (rng.choice(np.flatnonzero(y_test == digit)) for digit in (3, 8))
+    figures = {"reconstructions.png": lambda: plot_reconstructions(model, x_test, y_test, seed=seed),
+               "latent_space.png": lambda: plot_latent_space(model, x_test, y_test)}
     if model.conditional:
         figures["generated.png"] = lambda: plot_generated_by_digit(model, n=10, seed=seed)
         figures["digit_styles.png"] = lambda: plot_digit_styles(model, x_test, y_test, seed=seed)
@@ -524,9 +517,8 @@ def _scatter_digits(figure, axis, horizontal, vertical, y, **style):
     colours = {"c": "tab:blue"} if y is None else {"c": y, "cmap": DIGIT_COLORMAP, "norm": DIGIT_NORM}
     points = axis.scatter(horizontal, vertical, **style, **colours)
     if y is not None:
-        colorbar = figure.colorbar(points, ax=axis, ticks=range(10))
+        colorbar = figure.colorbar(points, ax=axis, ticks=range(10), label="digit")
         colorbar.set_ticklabels([str(digit) for digit in range(10)])
-        colorbar.set_label("digit")
         colorbar.minorticks_off()
 
 
@@ -598,8 +590,7 @@ class DecodedSamples(keras.callbacks.Callback):
         tile = self.strip(epochs)
         width = min(1.0 + 0.6 * self.n, 12.0)
         height = width * tile.shape[0] / tile.shape[1] + 0.6
-        figure = matplotlib.figure.Figure(figsize=(width, height), layout="constrained")
-        axis = figure.subplots()
+        figure, axis = _subplots((width, height))
         axis.imshow(tile, **IMAGE_STYLE)
         axis.set_yticks(14 + 28 * np.arange(len(rows)), labels=[str(self.epochs[row]) for row in rows])
         axis.set_xticks([])

@@ -6,11 +6,9 @@
     RUN/checkpoint/epoch-NNNN/          that epoch: vae.keras (model and Adam's state), meta.json
     RUN/.lock                           held while a training runs
 
-`vae_keras.train` calls `check` (a damaged, foreign or edited checkpoint is
-refused, naming the file; nothing is written), `restore`, then `start`, and
-`EpochWriter` writes each finished epoch. A kill at any moment leaves a
-folder that the same command resumes, to the numbers of an uninterrupted run
-(docs/crash-safety.md).
+`vae_keras.train` calls `check` (a damaged, foreign or edited checkpoint is refused, naming the file; nothing is
+written), `restore`, then `start`, and `EpochWriter` writes each finished epoch. A kill at any moment leaves a folder
+that the same command resumes, to the numbers of an uninterrupted run (docs/crash-safety.md).
 """
 
 import contextlib
@@ -103,10 +101,8 @@ class RunFolder:
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                raise RuntimeError(
-                    f"{self.path} is in use by another training ({holder}); wait for it to end, or choose another "
-                    "output folder."
-                ) from None
+                raise RuntimeError(f"{self.path} is in use by another training ({holder}); wait for it to end, or "
+                                   "choose another output folder.") from None
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()}\n")
@@ -121,10 +117,9 @@ class RunFolder:
     def check(self, identity, overwrite=False):
         """Checks the folder against the run about to start; returns its last `Checkpoint`, or None. Writes nothing.
 
-        The checkpoint must be whole (meta.json's digest, the model file's
-        SHA-256), of this format, and of the same run: the same backend and
-        configuration, except that `epochs` may be more than it has finished
-        (the run then carries on). `overwrite` first deletes an earlier run's files.
+        The checkpoint must be whole (meta.json's digest, the model file's SHA-256), of this format, and of the same
+        run: the same backend and configuration, except that `epochs` may be more than it has finished (the run then
+        carries on). `overwrite` first deletes an earlier run's files.
 
         Raises:
             FileExistsError: another run's checkpoint (the differing fields named), or run files without one.
@@ -141,27 +136,21 @@ class RunFolder:
             if (self / CONFIG_FILE).exists():
                 _read_json(self / CONFIG_FILE, "a run's configuration")  # a damaged one is an error naming it
             if (self / HISTORY_FILE).exists() or (leftovers and not (self / CONFIG_FILE).exists()):
-                raise FileExistsError(
-                    f"{self.path} holds {' and '.join(leftovers)} but no {CHECKPOINT_DIR}/ to resume from (deleted, "
-                    f"or not a vae_keras run); training here would replace them. Choose another output folder, "
-                    f"or {START_AFRESH}"
-                )
+                raise FileExistsError(f"{self.path} holds {' and '.join(leftovers)} but no {CHECKPOINT_DIR}/ to "
+                                      "resume from (deleted, or not a vae_keras run); training here would replace "
+                                      f"them. Choose another output folder, or {START_AFRESH}")
             return None
         differing = _differences(latest.identity, identity)
         if differing:
-            backend = latest.identity["backend"]
-            raise FileExistsError(
-                f"{self.path} holds a run with another configuration: {'; '.join(differing)} (recorded in "
-                f"{latest.folder / CHECKPOINT_META}). Resume it with the same settings"
-                + (f" and KERAS_BACKEND={backend}" if differing[0].startswith("backend") else "")
-                + f", choose another output folder, or {START_AFRESH}"
-            )
+            backend = f" and KERAS_BACKEND={latest.identity['backend']}" if differing[0].startswith("backend") else ""
+            raise FileExistsError(f"{self.path} holds a run with another configuration: {'; '.join(differing)} "
+                                  f"(recorded in {latest.folder / CHECKPOINT_META}). Resume it with the same "
+                                  f"settings{backend}, choose another output folder, or {START_AFRESH}")
         epochs = identity["config"]["epochs"]
         if epochs < latest.epoch:
-            raise FileExistsError(
-                f"{self.path} holds a run of {latest.epoch} finished epochs, more than epochs={epochs}: ask for "
-                f"{latest.epoch} or more to load or extend it, choose another output folder, or {START_AFRESH}"
-            )
+            raise FileExistsError(f"{self.path} holds a run of {latest.epoch} finished epochs, more than "
+                                  f"epochs={epochs}: ask for {latest.epoch} or more to load or extend it, choose "
+                                  f"another output folder, or {START_AFRESH}")
         return latest
 
     def latest_checkpoint(self):
@@ -200,18 +189,14 @@ class RunFolder:
                              f"Choose another output folder, or {START_AFRESH}") from None
         steps = int(ops.convert_to_numpy(model.optimizer.iterations))
         if steps != checkpoint.epoch * steps_per_epoch:
-            raise ValueError(
-                f"{checkpoint.model_file} holds an optimizer after {steps} steps, not the "
-                f"{checkpoint.epoch * steps_per_epoch} of its {checkpoint.epoch} epochs; it does not belong to "
-                f"this run. Choose another output folder, or {START_AFRESH}"
-            )
+            raise ValueError(f"{checkpoint.model_file} holds an optimizer after {steps} steps, not the "
+                             f"{checkpoint.epoch * steps_per_epoch} of its {checkpoint.epoch} epochs; it does not "
+                             f"belong to this run. Choose another output folder, or {START_AFRESH}")
 
     def start(self, identity, checkpoint):
         """After every check passed: writes config.json, and rebuilds from the checkpoint what a kill may have left behind.
 
-        A file already as it should be is left alone, so a finished run that is
-        only loaded again is not rewritten.
-        """
+        A file already as it should be is left alone, so a finished run that is only loaded again is not rewritten."""
         self._remove_partials()
         contents = {CONFIG_FILE: (json.dumps(identity["config"], indent=2) + "\n").encode()}
         if checkpoint is not None:
@@ -227,11 +212,9 @@ class RunFolder:
     def write_epoch(self, model, epoch, rows, identity):
         """Writes epoch `epoch`'s checkpoint whole, then the run's `vae.keras` and `history.csv`, then drops older checkpoints.
 
-        The model is serialized once, in memory (so a full disk never reaches
-        h5py); its bytes go to `checkpoint/.partial-.../`, flushed, which is
-        renamed into place in one step; meta.json records their SHA-256, the
-        run's identity and a digest of itself.
-        """
+        The model is serialized once, in memory (so a full disk never reaches h5py); its bytes go to
+        `checkpoint/.partial-.../`, flushed, which is renamed into place in one step; meta.json records their
+        SHA-256, the run's identity and a digest of itself."""
         data = model_bytes(model)
         root = self / CHECKPOINT_DIR
         root.mkdir(exist_ok=True)
@@ -267,12 +250,10 @@ class RunFolder:
 def model_bytes(model):
     """The `.keras` file of `model` (with its optimizer's state) as bytes, written in memory.
 
-    Keras 3.15 caches the attribute names its save skips under one key and
-    looks them up under another, so every save builds throwaway reference
-    objects, an optimizer among them, whose native memory is never returned
-    (72 KB a save: 1.6 GB after 4,000 epochs). Filling the key it reads first
-    makes a save keep none (benchmarks/checkpoint_memory.py).
-    """
+    Keras 3.15 caches the attribute names its save skips under one key and looks them up under another, so every
+    save builds throwaway reference objects, an optimizer among them, whose native memory is never returned (72 KB a
+    save: 1.6 GB after 4,000 epochs). Filling the key it reads first makes a save keep none
+    (benchmarks/checkpoint_memory.py)."""
     for kind in ("Layer", "Functional", "Sequential", "Metric", "Optimizer", "Operation", "Loss"):
         key = f"saving_attr_skiplist_{kind}"
         if global_state.get_global_attribute(key) is None:
@@ -286,8 +267,7 @@ class EpochWriter(keras.callbacks.Callback):
     """Writes each finished epoch of a training run into its `RunFolder` (`write_epoch`), once.
 
     `rows` are the history rows of the epochs already finished (a resumed run's); `stopped()` is true when
-    the epoch must not be kept (a NaN loss).
-    """
+    the epoch must not be kept (a NaN loss)."""
 
     def __init__(self, folder, identity, rows=(), stopped=lambda: False):
         super().__init__()
@@ -360,11 +340,9 @@ def _differences(saved, identity):
     defaults = json.loads(json.dumps(dataclasses.asdict(VAEConfig())))
     saved_config = saved.get("config", {})
     # A field the saved run predates counts as holding its default.
-    differing = [
-        f"{name} (the run: {saved_config.get(name, defaults[name])!r}, now: {value!r})"
-        for name, value in identity["config"].items()
-        if name != "epochs" and saved_config.get(name, defaults.get(name)) != value
-    ]
+    differing = [f"{name} (the run: {saved_config.get(name, defaults[name])!r}, now: {value!r})"
+                 for name, value in identity["config"].items()
+                 if name != "epochs" and saved_config.get(name, defaults.get(name)) != value]
     if saved.get("data") is not None and identity.get("data") is not None and saved["data"] != identity["data"]:
         differing.insert(0, "the images (their SHA-256 differs: other images, or another train_size or test_size)")
     if saved.get("backend") != identity["backend"]:
@@ -382,10 +360,8 @@ def _read_json(path, what):
         if isinstance(content, dict):
             return content
         problem = f"a JSON {type(content).__name__}"
-    raise ValueError(
-        f"{path} is not {what} ({problem}); nothing was loaded or overwritten. Restore it, choose another output "
-        f"folder, or {START_AFRESH}"
-    )
+    raise ValueError(f"{path} is not {what} ({problem}); nothing was loaded or overwritten. Restore it, choose "
+                     f"another output folder, or {START_AFRESH}")
 
 
 def _sha256(data):
@@ -419,7 +395,5 @@ def _meta_problem(meta, folder):
 
 
 def _damaged(path, problem):
-    return (
-        f"{path} is not a valid checkpoint ({problem}); nothing was loaded or overwritten. "
-        f"Restore the folder, choose another output folder, or {START_AFRESH}"
-    )
+    return (f"{path} is not a valid checkpoint ({problem}); nothing was loaded or overwritten. Restore the folder, "
+            f"choose another output folder, or {START_AFRESH}")

@@ -24,19 +24,16 @@ def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
     """A new `VAE` (a `ConditionalVAE` for `config.conditional`) compiled with Adam and the step settings.
 
     `device` decides the "auto" settings; `steps_per_epoch` (None: `config.steps_per_epoch()`) bounds
-    `steps_per_execution`; `jit_compile` None: as `config.jit_compile` decides on `device`.
-    """
+    `steps_per_execution`; `jit_compile` None: as `config.jit_compile` decides on `device`."""
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
     model = (ConditionalVAE if config.conditional else VAE)(
         latent_dim=config.latent_dim, seed=config.seed, precision=config.precision, likelihood=config.likelihood,
-        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, image_shape=config.image_shape,
-    )
+        beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, image_shape=config.image_shape)
     model.compile(
         # The reference's Adam: MATLAB adamupdate's defaults.
         optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=config.adam_epsilon),
         jit_compile=backends.jit_compile(config.jit_compile, device) if jit_compile is None else jit_compile,
-        steps_per_execution=backends.steps_per_execution(config.steps_per_execution, device, steps_per_epoch),
-    )
+        steps_per_execution=backends.steps_per_execution(config.steps_per_execution, device, steps_per_epoch))
     return model
 
 
@@ -60,8 +57,7 @@ class Run:
 
     `validation` is what the per-epoch test ELBO is evaluated on (the test images, with their labels for a
     conditional model); `guard` the run's `StopOnDivergence`; `initial_epoch` the epochs already finished (a
-    resumed run's); `distribution` the `keras.distribution.DataParallel` it trains under, or None.
-    """
+    resumed run's); `distribution` the `keras.distribution.DataParallel` it trains under, or None."""
 
     config: VAEConfig
     device: str
@@ -79,34 +75,28 @@ class Run:
         ctrl_c = StopOnCtrlC()
         with backends.scope(self.device, self.distribution), ctrl_c:
             return self.model.fit(
-                self.batches,
-                shuffle=False,  # EpochBatches orders the images itself
-                steps_per_epoch=self.batches.steps,
-                initial_epoch=self.initial_epoch,
+                self.batches, shuffle=False,  # EpochBatches orders the images itself
+                steps_per_epoch=self.batches.steps, initial_epoch=self.initial_epoch,
                 epochs=self.config.epochs if epochs is None else epochs,
                 validation_data=(self.validation,) if validate else None,
                 validation_batch_size=self.config.eval_batch_size,
-                callbacks=[*self.callbacks, ctrl_c],
-                verbose=verbose,
-            )
+                callbacks=[*self.callbacks, ctrl_c], verbose=verbose)
 
 
 def load_data(config, data=None):
     """The run's `((x_train, y_train), (x_test, y_test))`: `data` itself, or `config.images`, or MNIST, checked
     against `config` (a ValueError for another image shape, or fewer images than `train_size` or `batch_size`)."""
-    if data is None:
-        data = (
-            load_images(config.images, size=config.resize, test_fraction=config.test_fraction, seed=config.seed)
-            if config.images is not None else load_mnist()
-        )
+    if data is None and config.images is not None:
+        data = load_images(config.images, size=config.resize, test_fraction=config.test_fraction, seed=config.seed)
+    elif data is None:
+        data = load_mnist()
     (x_train, y_train), (x_test, _) = data
     source = config.images or "the data"
     for name, x in (("training", x_train), ("test", x_test)):
         if tuple(x.shape[1:]) != config.image_shape:
-            raise ValueError(
-                f"The {name} images of {source} have shape {tuple(x.shape[1:])}, but image_shape={config.image_shape}: "
-                f"pass image_shape={tuple(x.shape[1:])} (--image-shape {'x'.join(map(str, x.shape[1:]))})"
-            )
+            raise ValueError(f"The {name} images of {source} have shape {tuple(x.shape[1:])}, but "
+                             f"image_shape={config.image_shape}: pass image_shape={tuple(x.shape[1:])} "
+                             f"(--image-shape {'x'.join(map(str, x.shape[1:]))})")
     n_train = len(x_train) if config.train_size is None else config.train_size
     if n_train > len(x_train) or config.batch_size > n_train:
         raise ValueError(f"{source} holds {len(x_train)} training images: train_size={config.train_size} and "
@@ -121,29 +111,26 @@ def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_e
 
     `data` None reads it as `load_data` does; `device` None chooses it (`select_device`); `callbacks` are
     further Keras callbacks; `verbose` prints the compile settings and the reference's line per epoch;
-    `initial_epoch` is the epochs already finished (a resumed run's).
-    """
+    `initial_epoch` is the epochs already finished (a resumed run's)."""
     device = device or backends.select_device(config.execution_environment, verbose=False)
     return _build_run(config, load_data(config, data), device, callbacks, verbose, initial_epoch)
 
 
 def _build_run(config, data, device, callbacks, verbose, initial_epoch):
-    """`build_run` once the data is read and checked, and the device chosen."""
+    """`build_run` once the data is read and checked and the device chosen, as `train` has them."""
     (x_train, y_train), (x_test, y_test) = data
     guard = StopOnDivergence(config.learning_rate)
     # The progress bar first, so that its epoch line ends before the reference's line.
     run_callbacks = [keras.callbacks.ProgbarLogger(), EpochStart(config.seed), ReferenceLine(bool(verbose)), guard]
     batches = EpochBatches(
         x_train[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle, seed=config.seed,
-        labels=y_train[: config.train_size] if config.conditional else None, first_epoch=initial_epoch,
-    )
+        labels=y_train[: config.train_size] if config.conditional else None, first_epoch=initial_epoch)
     backends.set_random_seed(config.seed)
     jit_compile = backends.jit_compile(config.jit_compile, device)
     if not jit_compile:  # Keras turns XLA off where op determinism is on, so only without XLA
         backends.enable_determinism(device)
-    distribution = backends.distribution(
-        config.data_parallel, device, {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
-    )
+    batch_sizes = {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    distribution = backends.distribution(config.data_parallel, device, batch_sizes)
     with backends.scope(device, distribution):
         model = build_model(config, device, batches.steps, jit_compile)
     if verbose:
@@ -152,18 +139,15 @@ def _build_run(config, data, device, callbacks, verbose, initial_epoch):
     return Run(
         config=config, device=device, model=model, batches=batches,
         validation=model.join_inputs(x_test[: config.test_size], None if y_test is None else y_test[: config.test_size]),
-        callbacks=[*run_callbacks, *callbacks], guard=guard, initial_epoch=initial_epoch, distribution=distribution,
-    )
+        callbacks=[*run_callbacks, *callbacks], guard=guard, initial_epoch=initial_epoch, distribution=distribution)
 
 
 def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=False, callbacks=()):
     """Trains a VAE with the reference protocol in the folder `output_dir`, resuming or extending the run there.
 
-    Each finished epoch is written to the folder whole (`vae_keras.run_folder`).
-    Called again after a kill, `train` resumes after the last finished epoch, to
-    the result of an uninterrupted run; on a folder holding the same finished run
-    it returns that run at once; asked for more epochs than the run holds, it
-    carries on from its last epoch.
+    Each finished epoch is written to the folder whole (`vae_keras.run_folder`). Called again after a kill, `train`
+    resumes after the last finished epoch, to the result of an uninterrupted run; on a folder holding the same finished
+    run it returns that run at once; asked for more epochs than the run holds, it carries on from its last epoch.
 
     Args:
         config: a `VAEConfig`; the reference settings when None.
@@ -235,8 +219,7 @@ class EpochStart(keras.callbacks.Callback):
     """Sets what depends on the epoch alone at its start, so that a resumed run repeats an uninterrupted one.
 
     The sampling noise restarts from a stream of the seed and the epoch, and a
-    KL warm-up's weight is `beta * min(1, epoch / kl_warmup_epochs)`.
-    """
+    KL warm-up's weight is `beta * min(1, epoch / kl_warmup_epochs)`."""
 
     def __init__(self, seed):
         super().__init__()
@@ -250,9 +233,7 @@ class EpochStart(keras.callbacks.Callback):
 
 def kl_weight_at(model, epoch):
     """The KL term's weight in epoch `epoch` (0-based): beta, reached linearly over the warm-up's epochs."""
-    if not model.kl_warmup_epochs:
-        return model.beta
-    return model.beta * min(1.0, epoch / model.kl_warmup_epochs)
+    return model.beta * min(1.0, epoch / model.kl_warmup_epochs) if model.kl_warmup_epochs else model.beta
 
 
 class ReferenceLine(keras.callbacks.Callback):
@@ -279,12 +260,9 @@ class ReferenceLine(keras.callbacks.Callback):
 class StopOnDivergence(keras.callbacks.Callback):
     """Stops training when it can no longer learn: a NaN or infinite loss, or a dead decoder.
 
-    A decoder is dead when it draws one flat image for every code (its units
-    output 0 whatever they are given), as a too-high learning rate leaves it;
-    no gradient reaches it again, so the run would end with a model that draws
-    grey squares. The epoch that showed it is not kept. `problem`: None, or what
-    happened, for the error `train` raises.
-    """
+    A decoder is dead when it draws one flat image for every code (its units output 0 whatever they are given), as a
+    too-high learning rate leaves it; no gradient reaches it again, so the run would end with a model that draws grey
+    squares. The epoch that showed it is not kept. `problem`: None, or what happened, for the error `train` raises."""
 
     def __init__(self, learning_rate=None):
         super().__init__()
@@ -300,8 +278,7 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.problem is None:
-            codes = self.model.prior_codes(16, seed=0)
-            images = self.model.decode_codes(codes, self.model.prior_labels(16))
+            images = self.model.decode_codes(self.model.prior_codes(16, seed=0), self.model.prior_labels(16))
             if np.ptp(images) < 1e-6:
                 self._stop(f"after epoch {epoch + 1} the decoder draws the same flat image (grey level "
                            f"{float(images.flat[0]):.3f}) for every code: its units died and cannot learn again")
@@ -314,12 +291,10 @@ class StopOnDivergence(keras.callbacks.Callback):
 class StopOnCtrlC(keras.callbacks.Callback):
     """Turns a Ctrl-C (SIGINT) during `fit` into a `KeyboardInterrupt` at the next batch's end, never lost.
 
-    Python runs a signal handler wherever the main thread is, a garbage-collector
-    callback included, and an exception raised there is printed and ignored
-    (JAX's `_xla_gc_callback` swallowed one in 32 Ctrl-Cs). This handler only
-    records the signal; the callback raises it where `fit` can stop. A second
-    Ctrl-C interrupts at once. Use as a context manager around `fit`.
-    """
+    Python runs a signal handler wherever the main thread is, a garbage-collector callback included, and an exception
+    raised there is printed and ignored (JAX's `_xla_gc_callback` swallowed one in 32 Ctrl-Cs). This handler only
+    records the signal; the callback raises it where `fit` can stop. A second Ctrl-C interrupts at once. Use as a
+    context manager around `fit`."""
 
     def __init__(self):
         super().__init__()
