@@ -53,6 +53,9 @@ RUN_DIRS = {
 }
 # The name of the kernel spec written for this Python (see `_kernel_for_this_python`).
 KERNEL_NAME = "vae-keras-execute"
+# The output of a live ipywidget: reopened without its kernel, JupyterLab shows "Error displaying widget:
+# model not found" for it, in preference to the static image stored beside it.
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def main(argv=None):
@@ -126,9 +129,22 @@ def execute(path, timeout=None):
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+    _static_widgets(notebook)
     nbformat.write(notebook, path)
     print(f"  {'done' if succeeded else 'FAILED'} in {seconds:.0f} s, written to {path.relative_to(REPO)}", flush=True)
     return succeeded
+
+
+def _static_widgets(notebook):
+    """Keeps only the static figure of each widget that has one, and no widget state once no widget is left:
+    the stored notebook, reopened in JupyterLab or read on GitHub, shows the explorers' figures."""
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data and "image/png" in data:
+                del data[WIDGET_VIEW]
+    if not any(WIDGET_VIEW in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", [])):
+        notebook.metadata.pop("widgets", None)
 
 
 def _kernel_for_this_python(jupyter_dir):

@@ -79,10 +79,12 @@ class LatentExplorer(_Explorer):
 
     For a 2-D model the sliders are the two coordinates themselves; otherwise they move along the first
     `directions` (1 to 10) principal directions of the code means of `x` (with its digits `y` for a conditional
-    model), in standard deviations, from the mean code. `digit`: a conditional model's first digit.
+    model), in standard deviations, from the mean code. `digit`: a conditional model's first digit. `start`:
+    the sliders' first values, within `span`, e.g. a test image's code for a 2-D model (None: all 0; a 2-D
+    model decodes the origin to a flat image, as its decoder's first layer then outputs only its biases).
     """
 
-    def __init__(self, model, x=None, directions=2, span=3.0, y=None, digit=0):
+    def __init__(self, model, x=None, directions=2, span=3.0, y=None, digit=0, start=None):
         check_number("span", span)
         if model.latent_dim == 2:
             self.center, self.axes, names = np.zeros(2), np.eye(2), ["z_1", "z_2"]
@@ -100,8 +102,12 @@ class LatentExplorer(_Explorer):
             self.axes = pca.components_ * np.sqrt(pca.explained_variance_)[:, None]
             names = [f"PC {i + 1}" for i in range(directions)]
         self.span = float(span)
-        sliders = [widgets.FloatSlider(value=0.0, min=-span, max=span, step=span / 50, description=name,
-                                       continuous_update=True, readout_format=".2f") for name in names]
+        start = np.zeros(len(names)) if start is None else np.asarray(start, dtype="float64").reshape(-1)
+        if start.shape != (len(names),) or not np.all(np.abs(start) <= span):
+            raise ValueError(f"start must be {len(names)} slider values within span={span}, received {start}")
+        sliders = [widgets.FloatSlider(value=value, min=-span, max=span, step=span / 50, description=name,
+                                       continuous_update=True, readout_format=".2f")
+                   for name, value in zip(names, start)]
         title = "The decoder at a code you choose" + ("" if model.latent_dim == 2 else " (in standard deviations)")
         super().__init__(model, sliders, title, digit)
 
@@ -110,13 +116,18 @@ class LatentExplorer(_Explorer):
         return (self.center + values @ self.axes).astype("float32")
 
     def static_figure(self, n=9):
-        """The decoder along each slider's range (the others at 0), one row per slider."""
+        """The decoder along each slider's range (the others where they stand), one row per slider."""
         values = np.linspace(-self.span, self.span, n)
-        codes = np.concatenate([self.center + values[:, None] * axis for axis in self.axes])
+        where = np.array([slider.value for slider in self.sliders])
+        rows = np.repeat(where[None, None], len(where), axis=0).repeat(n, axis=1)  # (sliders, n, sliders)
+        for i in range(len(where)):
+            rows[i, :, i] = values
+        codes = self.center + rows.reshape(-1, len(where)) @ self.axes
+        others = "at 0" if not where.any() else "where they start"
         drawn_as = "" if self.digit_selector is None else f", drawn as a {self.digit_selector.value}"
         return self._decoded_rows(codes, [f"{value:.1f}" for value in values],
                                   [slider.description for slider in self.sliders],
-                                  f"Each slider's range, the others at 0{drawn_as} (run the notebook to drag them)")
+                                  f"Each slider's range, the others {others}{drawn_as} (run the notebook to drag them)")
 
 
 class InterpolationExplorer(_Explorer):
