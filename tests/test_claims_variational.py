@@ -1,0 +1,261 @@
+"""The claims of the section "What 'variational' buys": a plain autoencoder beside the VAE.
+
+The section is in notebook 5. These tests run its own `Autoencoder` class (its
+cell's source) on a few images, and read the numbers its full run stored in its
+outputs.
+"""
+
+import re
+from pathlib import Path
+
+import keras
+import nbformat
+import numpy as np
+import pytest
+from keras import ops
+
+import vae_keras
+from vae_keras import training
+from vae_keras.data import EpochBatches
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+CANDIDATES = [NOTEBOOK_DIR / "05_beyond_the_reference.ipynb"]
+CLASS_CELL = "class Autoencoder(vae_keras.VAE):"
+# The reference's trainable parameters (SPEC): encoder 144,296, decoder 118,465.
+REFERENCE_PARAMETERS = 144_296 + 118_465
+
+
+def section_notebook():
+    """The first notebook holding the section's `Autoencoder` cell."""
+    for path in CANDIDATES:
+        if path.exists():
+            notebook = nbformat.read(path, as_version=4)
+            if any(cell.source.startswith(CLASS_CELL) for cell in notebook.cells):
+                return path, notebook
+    raise AssertionError(f"no notebook holds a cell starting with {CLASS_CELL!r}: {CANDIDATES}")
+
+
+PATH, NOTEBOOK = section_notebook()
+
+
+def cell_starting(text):
+    """The one code cell whose source starts with `text` (after blank lines)."""
+    cells = [cell for cell in NOTEBOOK.cells if cell.cell_type == "code" and cell.source.lstrip().startswith(text)]
+    assert len(cells) == 1, f"{PATH.name}: {len(cells)} code cells start with {text!r}"
+    return cells[0]
+
+
+def cell_containing(text):
+    """The one code cell whose source holds `text`."""
+    cells = [cell for cell in NOTEBOOK.cells if cell.cell_type == "code" and text in cell.source]
+    assert len(cells) == 1, f"{PATH.name}: {len(cells)} code cells hold {text!r}"
+    return cells[0]
+
+
+def autoencoder_class():
+    """The section's `Autoencoder`, defined by running its cell's source."""
+    namespace = {"vae_keras": vae_keras, "keras": keras, "ops": ops, "np": np}
+    exec(cell_starting(CLASS_CELL).source, namespace)
+    return namespace["Autoencoder"]
+
+
+Autoencoder = autoencoder_class()
+
+
+def stored_text(cell):
+    """All the stream text and Markdown a cell's stored outputs hold."""
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif "data" in output and "text/markdown" in output.data:
+            parts.append(output.data["text/markdown"])
+    return "\n".join(parts)
+
+
+def markdown_rows(text):
+    """The rows `| name | a | b |` of Markdown tables as {name: [a, b]}, header and separator rows left out."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("| ---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def images(n=64, seed=0):
+    return np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)).astype("float32")
+
+
+# The autoencoder, built the section's way.
+
+
+def test_the_autoencoder_has_the_vaes_networks_and_parameter_count():
+    autoencoder, vae = Autoencoder(seed=0), vae_keras.VAE(seed=0)
+    assert autoencoder.count_params() == vae.count_params() == REFERENCE_PARAMETERS
+    for ours, theirs in ((autoencoder.encoder, vae.encoder), (autoencoder.decoder, vae.decoder)):
+        assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+
+
+def test_it_starts_from_the_weights_vae_keras_train_gives_the_vae():
+    # vae_keras.train seeds, then builds the VAE (training.build_run); the section seeds, then builds.
+    config = vae_keras.VAEConfig(epochs=1, train_size=512, test_size=64)
+    x = images(512)
+    vae = training.build_run(config, data=((x, None), (x[:64], None)), verbose=0).model
+    vae_keras.backends.set_random_seed(config.seed)
+    autoencoder = Autoencoder(seed=config.seed)
+    for ours, theirs in zip(autoencoder.weights, vae.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(ours), ops.convert_to_numpy(theirs))
+
+
+def test_it_sees_the_batches_vae_keras_train_gives_the_vae():
+    config = vae_keras.VAEConfig(epochs=2, batch_size=64, train_size=256, test_size=64, shuffle=True)
+    x = images(300)
+    theirs = training.build_run(config, data=((x, None), (x[:64], None)), verbose=0).batches
+    ours = EpochBatches(x[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle,
+                        seed=config.seed)
+    assert len(ours) == len(theirs) == 8
+    for index in range(len(ours)):
+        np.testing.assert_array_equal(ours[index][0], theirs[index][0])
+    assert not np.array_equal(ours[0][0], ours[4][0])  # epoch 2 is reshuffled
+
+
+def test_its_loss_is_the_reconstruction_term_alone_with_no_kl_term():
+    autoencoder, x = Autoencoder(seed=0), images()
+    loss, terms = autoencoder.loss_and_terms(x)
+    assert set(terms) == {"reconstruction_loss"}
+    z_mean = autoencoder.encoder(x)[:, : autoencoder.latent_dim]
+    expected = vae_keras.reconstruction_loss(x, autoencoder.decode(z_mean))
+    np.testing.assert_allclose(float(loss), float(ops.mean(expected)), rtol=1e-6)
+    # The log-variance half of the encoder changes nothing: it is in no term of the loss.
+    dense = autoencoder.encoder.get_layer("fc_encoder")
+    kernel, bias = (ops.convert_to_numpy(w) for w in dense.weights)
+    kernel[:, autoencoder.latent_dim :] = np.random.default_rng(1).normal(size=kernel[:, 20:].shape)
+    dense.set_weights([kernel, bias + 5.0 * (np.arange(len(bias)) >= autoencoder.latent_dim)])
+    np.testing.assert_allclose(float(autoencoder.loss_and_terms(x)[0]), float(loss), rtol=1e-6)
+
+
+def test_the_vaes_loss_differs_so_the_test_above_can_fail():
+    vae, x = vae_keras.VAE(seed=0), images()
+    loss, terms = vae.loss_and_terms(x)
+    assert float(ops.mean(terms["kl_loss"])) > 0
+    assert float(loss) > float(ops.mean(terms["reconstruction_loss"]))
+
+
+def test_encode_gives_the_mean_and_sampling_keeps_it():
+    autoencoder, x = Autoencoder(seed=0), images(16)
+    z_mean, z_log_var = autoencoder.encode(x)
+    np.testing.assert_array_equal(ops.convert_to_numpy(z_log_var), -30.0)
+    sampled = ops.convert_to_numpy(autoencoder(x))  # VAE.call: through the sampling layer
+    np.testing.assert_allclose(sampled, ops.convert_to_numpy(autoencoder.decode(z_mean)), atol=1e-5)
+
+
+def test_fit_reports_the_reconstruction_term_and_leaves_the_log_variance_half_alone():
+    autoencoder = Autoencoder(seed=0)
+    autoencoder.compile(optimizer=keras.optimizers.Adam(1e-3))
+    dense = autoencoder.encoder.get_layer("fc_encoder")
+    before = [ops.convert_to_numpy(w).copy() for w in dense.weights]
+    history = autoencoder.fit(images(64), batch_size=32, epochs=1, verbose=0).history
+    assert set(history) == {"reconstruction_loss"}
+    after = [ops.convert_to_numpy(w) for w in dense.weights]
+    half = autoencoder.latent_dim
+    np.testing.assert_array_equal(after[0][:, half:], before[0][:, half:])
+    np.testing.assert_array_equal(after[1][half:], before[1][half:])
+    assert not np.array_equal(after[0][:, :half], before[0][:, :half])  # the mean half did train
+
+
+# The numbers the full run stored.
+
+
+def test_the_stored_run_is_full_length_and_the_two_models_have_the_same_parameters():
+    text = stored_text(cell_containing("ae_train_autoencoder(ae_config, x_train)"))
+    match = re.search(r"(\d+) epochs each: .*; ([\d,]+) and ([\d,]+) parameters", text)
+    assert match, f"{PATH.name}: no training line in the stored output: {text!r}"
+    assert int(match[1]) == 10
+    assert match[2] == match[3] == f"{REFERENCE_PARAMETERS:,}"
+
+
+def test_the_circle_holds_86_percent_of_the_prior():
+    # A 2-D projection of N(0, I) on orthonormal axes (PCA's) is N(0, I_2): P(|z| < 2) = 1 - exp(-2).
+    assert "Circle(ae_centre, 2," in cell_containing("PCA(n_components=2)").source
+    assert round(100 * (1 - np.exp(-2))) == 86
+    draws = np.random.default_rng(0).standard_normal((100_000, 20))
+    axes = np.linalg.qr(np.random.default_rng(1).normal(size=(20, 2)))[0]
+    assert abs(np.mean(np.linalg.norm(draws @ axes, axis=1) < 2) - 0.865) < 0.01
+
+
+def test_the_autoencoder_reconstructs_better():
+    text = stored_text(cell_containing("ae_reconstruct(ae_m, x_eval)"))
+    terms = dict(re.findall(r"(\w+): test reconstruction term ([\d.]+)", text))
+    assert float(terms["autoencoder"]) < float(terms["VAE"]) / 2, terms
+
+
+def spread():
+    """The stored table of the codes' spread: {row: (mean low, mean high, std low, std high, length, distance)}."""
+    rows = markdown_rows(stored_text(cell_containing("ae_spread")))
+    numbers = {}
+    for name, cells in rows.items():
+        if name == "codes":
+            continue
+        means, stds = (cell.split(" to ") for cell in cells[:2])
+        numbers[name] = tuple(float(value) for value in (*means, *stds, cells[2], cells[3]))
+    assert set(numbers) == {"VAE", "autoencoder", "VAE, with the sampling noise", "N(0, I) itself"}, numbers
+    return numbers
+
+
+def test_the_autoencoders_codes_are_far_from_the_prior_and_the_vaes_with_noise_match_it():
+    codes = spread()
+    autoencoder, noisy, means, prior = (
+        codes[name] for name in ("autoencoder", "VAE, with the sampling noise", "VAE", "N(0, I) itself")
+    )
+    assert autoencoder[2] > 1.5  # every dimension spreads wider than the prior's 1
+    assert autoencoder[4] > 3 * prior[4]  # codes several times as long as the prior's draws
+    assert autoencoder[5] > 100 * max(noisy[5], means[5] / 10)
+    assert means[3] < 1.0  # the VAE's means alone are narrower than the prior
+    assert noisy[5] < 0.2 and 0.9 < noisy[2] and noisy[3] < 1.1  # with the noise: close to N(0, I)
+    assert prior[5] < 0.05
+
+
+def quality_rows():
+    rows = markdown_rows(stored_text(cell_containing("ae_reports")))
+    columns = rows.pop("set")
+    return {name: dict(zip(columns, cells)) for name, cells in rows.items()}
+
+
+def test_the_quality_report_autoencoder_reconstructs_better_and_generates_worse():
+    rows = quality_rows()
+    vae_rec, ae_rec = rows["VAE: reconstructions"], rows["autoencoder: reconstructions"]
+    vae_gen, ae_gen = rows["VAE: generated"], rows["autoencoder: generated"]
+    assert float(ae_rec["Fréchet distance"]) < float(vae_rec["Fréchet distance"])
+    assert float(ae_rec["true label"].rstrip("%")) > float(vae_rec["true label"].rstrip("%"))
+    assert float(ae_gen["Fréchet distance"]) > 3 * float(vae_gen["Fréchet distance"])
+    # "mostly no digit": the classifier is unsure of the autoencoder's draws, sure of the VAE's.
+    assert float(ae_gen["mean top prob."]) < 0.5 < float(vae_gen["mean top prob."])
+    assert float(ae_gen["class entropy"]) < float(vae_gen["class entropy"])
+
+
+def section_text():
+    """The section's Markdown and its code cells' stored output text, from its header to the next section's."""
+    markdown, outputs, inside = [], [], False
+    for cell in NOTEBOOK.cells:
+        lines = cell.source.splitlines()
+        if cell.cell_type == "markdown":
+            for line in lines:
+                if line.startswith("## "):
+                    if inside:
+                        return "\n".join(markdown), "\n".join(outputs)
+                    inside = line.startswith('## What "variational" buys')
+                if inside:
+                    markdown.append(line)
+        elif inside:
+            outputs.append(stored_text(cell))
+    assert markdown, f"{PATH.name}: no section headed 'What \"variational\" buys'"
+    return "\n".join(markdown), "\n".join(outputs)
+
+
+def test_every_decimal_number_in_the_text_is_printed_by_the_section():
+    markdown, outputs = section_text()
+    numbers = set(re.findall(r"\d+\.\d+", markdown.replace("−", "-")))
+    assert len(numbers) > 20
+    missing = sorted(number for number in numbers if number not in outputs)
+    assert not missing, f"{PATH.name}: numbers in the text that no output of the section prints: {missing}"
