@@ -14,9 +14,9 @@ runs/own/) are deleted first so that they really train instead of loading earlie
 Notebook 3 prints the machine it ran on; each notebook's metadata also records
 when and where it was executed, under "vae_keras".
 
-Took 28 minutes on the project's 2-core CPU (2026-12-01): 12 for notebook 3 with
-its training, 15 for notebook 5 with its five runs. On a 2-core CPU without
-AVX-512 (2026-12-03) notebook 3 took 72 minutes and notebook 6 504 s.
+On the project's 2-core CPU (2026-12-04) notebooks 1 to 5 took 59 minutes: 23 for
+notebook 3 with its training, 33 for notebook 5 with its five runs and the
+autoencoder (beside other work); notebook 6 took 504 s on 2026-12-03.
 A notebook that fails is written with its error and the script stops with
 exit status 1.
 """
