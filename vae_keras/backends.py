@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 
-from vae_keras.config import EXECUTION_ENVIRONMENTS
+from vae_keras.config import EXECUTION_ENVIRONMENTS, check_choice
 
 # TensorFlow's C++ log lines ("failed call to cuInit" without a GPU, tf.data notices), read when it is first
 # imported: "3" hides them; Python warnings and errors are unaffected. Set TF_CPP_MIN_LOG_LEVEL to see them.
@@ -103,9 +103,7 @@ def select_device(execution_environment="auto", verbose=True):
     "auto": a GPU where the backend sees one, else the CPU; "gpu" without one is a
     RuntimeError. `verbose` prints the backend and the choice.
     """
-    if execution_environment not in EXECUTION_ENVIRONMENTS:  # "auto", "cpu" or "gpu"
-        raise ValueError(f"execution_environment must be one of 'auto', 'cpu', 'gpu', received "
-                         f"execution_environment={execution_environment!r}")
+    check_choice("execution_environment", execution_environment, EXECUTION_ENVIRONMENTS)
     gpus = [] if execution_environment == "cpu" else visible_gpus()
     if execution_environment == "gpu" and not gpus:
         raise RuntimeError(f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. Install a GPU "
