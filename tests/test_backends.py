@@ -51,88 +51,104 @@ def run_on(backend, args, extra_env=None, timeout=1200):
     )
 
 
-def run_script(backend, script, extra_env=None):
-    """Runs a Python script on `backend` and returns the JSON object it prints last."""
-    process = run_on(backend, ["-c", textwrap.dedent(script)], extra_env)
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    return json.loads(process.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.parametrize("backend", [pytest.param("jax", marks=needs("jax")), pytest.param("torch", marks=needs("torch"))])
-def test_unit_tests_pass_on_backend(backend):
-    process = run_on(backend, [
-        "-m", "pytest", "-q", "-p", "no:nbmake", "-o", "addopts=", "-p", "no:cacheprovider",
-        "-m", "not slow_off_tensorflow", *BACKEND_TEST_FILES,
-    ])
-    assert process.returncode == 0, process.stdout[-5000:] + process.stderr[-2000:]
-    assert " passed" in process.stdout and " failed" not in process.stdout
-
-
-NO_TENSORFLOW_SCRIPT = """
-    import json, sys
-    import vae_keras
-    from vae_keras.__main__ import main
-    from vae_keras import plotting
-
-    assert vae_keras.backends.BACKEND == "jax"
-    (x_train, y_train), (x_test, y_test) = vae_keras.load_mnist()
-    data = ((x_train[:256], y_train[:256]), (x_test[:128], y_test[:128]))
-    config = vae_keras.VAEConfig(epochs=1, batch_size=128, train_size=256, test_size=128)
-    result = vae_keras.train(config, output_dir=sys.argv[1] + "/run", data=data, verbose=0)
-    model = vae_keras.load_vae(result.output_dir / "vae.keras")
-    images = model.generate(4, seed=0)
-    plotting.plot_reconstructions(model, x_test[:200], y_test[:200], seed=0, path=sys.argv[1] + "/r.png")
-    status = main(["evaluate", "--test-size", "64"])
-    modules = sorted(name for name in sys.modules if name.split(".")[0] == "tensorflow")
-    print(json.dumps({"status": status, "modules": modules, "shape": list(images.shape),
-                      "val_elbo": result.history["val_elbo"]}))
-"""
-
-
-@needs("jax")
-def test_no_tensorflow_module_is_imported_under_jax(tmp_path):
-    out = run_script("jax", NO_TENSORFLOW_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path))))
-    assert out["modules"] == []
-    assert out["status"] == 0 and out["shape"] == [4, 28, 28, 1]
-    assert len(out["val_elbo"]) == 1 and np.isfinite(out["val_elbo"][0])
-
-
-LOAD_SHIPPED_SCRIPT = """
-    import json
+# One child process per backend does everything below that needs that backend, in this order: every shipped .keras
+# file loaded with plain Keras (before anything else of vae_keras is imported), a short run reloaded, generated from,
+# drawn and evaluated from the command line, the tensorflow modules then imported (none may be), the shipped model's
+# test ELBO, then the unit tests of BACKEND_TEST_FILES. It writes what it saw to report.json.
+CHILD_SCRIPT = """
+    import contextlib, io, json, sys
     from pathlib import Path
     import keras, vae_keras  # nothing else first: the import registers the package's classes
 
-    loaded = {}
+    out = Path(sys.argv[1])
+    report = {"backend": keras.backend.backend(), "loaded": {}}
     for path in sorted(Path(vae_keras.PRETRAINED_MODEL_PATH).parent.glob("*.keras")):
         model = keras.saving.load_model(path)
         again = keras.models.load_model(path)
-        loaded[path.name] = [type(model).__name__, type(again).__name__, model.count_params()]
-    print(json.dumps({"backend": keras.backend.backend(), "loaded": loaded}))
+        report["loaded"][path.name] = [type(model).__name__, type(again).__name__, model.count_params()]
+    if sys.argv[2] == "everything":
+        import numpy as np
+        from vae_keras.__main__ import main
+        from vae_keras import plotting
+
+        (x_train, y_train), (x_test, y_test) = vae_keras.load_mnist()
+        data = ((x_train[:256], y_train[:256]), (x_test[:128], y_test[:128]))
+        config = vae_keras.VAEConfig(epochs=1, batch_size=128, train_size=256, test_size=128)
+        result = vae_keras.train(config, output_dir=out / "run", data=data, verbose=0)
+        model = vae_keras.load_vae(result.output_dir / "vae.keras")
+        np.save(out / "codes.npy", np.asarray(model.encoder(x_test[:8])))
+        report["iterations"] = int(result.model.optimizer.iterations)
+        report["val_elbo"] = result.history["val_elbo"]
+        report["shape"] = list(model.generate(4, seed=0).shape)
+        plotting.plot_reconstructions(model, x_test[:200], y_test[:200], seed=0, path=out / "r.png")
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            report["evaluate_status"] = main(["evaluate", "--test-size", "32"])
+            with contextlib.suppress(SystemExit):
+                main(["--help"])
+        report["printed"] = printed.getvalue()
+        report["tensorflow_modules"] = sorted(name for name in sys.modules if name.split(".")[0] == "tensorflow")
+        shipped = vae_keras.load_vae()
+        shipped.sampling.reseed(0)
+        report["pretrained"] = vae_keras.evaluate(shipped, x_test[:2000])
+        import pytest
+
+        report["pytest_status"] = int(pytest.main([
+            "-q", "-p", "no:nbmake", "-o", "addopts=", "-p", "no:cacheprovider", "-m", "not slow_off_tensorflow",
+            *sys.argv[3:],
+        ]))
+    (out / "report.json").write_text(json.dumps(report))
 """
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_every_shipped_keras_file_loads_with_plain_keras_after_import_vae_keras(backend):
-    if not installed(backend):
-        pytest.skip(f"{backend} is not installed")
-    out = run_script(backend, LOAD_SHIPPED_SCRIPT)
-    assert out["backend"] == backend
+def run_child(backend, out, everything=True):
+    """Runs CHILD_SCRIPT on `backend` in a fresh process; returns its report, with the process' output in it."""
+    out.mkdir(parents=True, exist_ok=True)
+    what = ["everything", *BACKEND_TEST_FILES] if everything else ["load"]
+    process = run_on(backend, ["-c", textwrap.dedent(CHILD_SCRIPT), str(out), *what])
+    output = process.stdout[-5000:] + process.stderr[-3000:]
+    assert (out / "report.json").is_file(), output
+    return {**json.loads((out / "report.json").read_text()), "output": output, "out": out}
+
+
+@pytest.fixture(scope="module", params=[pytest.param("jax", marks=needs("jax")), pytest.param("torch", marks=needs("torch"))])
+def child(request, tmp_path_factory):
+    """The report of one child process on another backend (CHILD_SCRIPT), shared by the tests below."""
+    return run_child(request.param, tmp_path_factory.mktemp(f"child_{request.param}"))
+
+
+def test_unit_tests_pass_on_backend(child):
+    assert child["pytest_status"] == 0, child["output"]
+    assert " passed" in child["output"] and " failed" not in child["output"]
+
+
+def test_no_tensorflow_module_is_imported_on_another_backend(child):
+    assert child["tensorflow_modules"] == []
+    assert child["shape"] == [4, 28, 28, 1] and (child["out"] / "r.png").stat().st_size > 1000
+    assert len(child["val_elbo"]) == 1 and np.isfinite(child["val_elbo"][0])
+
+
+def check_shipped_files_load(report, backend):
+    assert report["backend"] == backend
     shipped = sorted(path.name for path in (ROOT / "models").glob("*.keras"))
-    assert sorted(out["loaded"]) == shipped and len(shipped) >= 4
-    for name, (first, second, params) in out["loaded"].items():
+    assert sorted(report["loaded"]) == shipped and len(shipped) >= 4
+    for name, (first, second, params) in report["loaded"].items():
         expected = {"digit_classifier.keras": "Functional", "vae_mnist_conditional.keras": "ConditionalVAE"}.get(name, "VAE")
         assert first == second == expected, (name, first, second)
         assert params > 50_000  # the 2-D model has 93,381
-    assert out["loaded"]["vae_mnist.keras"][2] == 144_296 + 118_465  # the reference encoder and decoder
+    assert report["loaded"]["vae_mnist.keras"][2] == 144_296 + 118_465  # the reference encoder and decoder
 
 
-def test_the_command_line_runs_on_the_backend_keras_backend_names():
-    backend = "jax" if installed("jax") else "tensorflow"
-    process = run_on(backend, ["-m", "vae_keras", "evaluate", "--test-size", "32"], timeout=600)
-    assert process.returncode == 0, process.stderr[-2000:]
-    assert "Test ELBO loss = " in process.stdout
-    help_text = run_on(backend, ["-m", "vae_keras", "--help"]).stdout
-    assert f"Keras backend: {backend}." in help_text and "KERAS_BACKEND" in help_text
+def test_every_shipped_keras_file_loads_with_plain_keras_after_import_vae_keras(child):
+    check_shipped_files_load(child, child["backend"])
+
+
+def test_every_shipped_keras_file_loads_with_plain_keras_after_import_vae_keras_on_tensorflow(tmp_path):
+    check_shipped_files_load(run_child("tensorflow", tmp_path, everything=False), "tensorflow")
+
+
+def test_the_command_line_runs_on_the_backend_keras_backend_names(child):
+    assert child["evaluate_status"] == 0 and "Test ELBO loss = " in child["printed"]
+    assert f"Keras backend: {child['backend']}." in child["printed"] and "KERAS_BACKEND" in child["printed"]
 
 
 def test_a_backend_vae_keras_does_not_run_on_is_a_clear_error():
@@ -141,48 +157,21 @@ def test_a_backend_vae_keras_does_not_run_on_is_a_clear_error():
     assert "Set KERAS_BACKEND to one of those" in process.stderr and "'numpy'" in process.stderr
 
 
-EVALUATE_SCRIPT = """
-    import json
-    import vae_keras
-    (_, _), (x_test, _) = vae_keras.load_mnist()
-    model = vae_keras.load_vae()
-    model.sampling.reseed(0)
-    print(json.dumps(vae_keras.evaluate(model, x_test[:2000])))
-"""
-
-
-@pytest.mark.parametrize("backend", [pytest.param("jax", marks=needs("jax")), pytest.param("torch", marks=needs("torch"))])
-def test_pretrained_model_gives_the_same_test_elbo_on_each_backend(backend, mnist):
+def test_pretrained_model_gives_the_same_test_elbo_on_each_backend(child, mnist):
     (_, _), (x_test, _) = mnist
     here = vae_keras.evaluate(vae_keras.load_vae(), x_test[:2000])
-    there = run_script(backend, EVALUATE_SCRIPT)
+    there = child["pretrained"]
     # The backends draw different noise; 2,000 images average it to about +-0.05.
     assert there["elbo"] == pytest.approx(here["elbo"], abs=0.15)
     assert there["kl_loss"] == pytest.approx(here["kl_loss"], abs=0.02)  # the KL needs no noise
 
 
-TRAIN_ELSEWHERE_SCRIPT = """
-    import json, sys
-    import numpy as np
-    import vae_keras
-    (x_train, y_train), (x_test, y_test) = vae_keras.load_mnist()
-    data = ((x_train[:256], y_train[:256]), (x_test[:64], y_test[:64]))
-    config = vae_keras.VAEConfig(epochs=1, batch_size=128, train_size=256, test_size=64)
-    result = vae_keras.train(config, output_dir=OUT, data=data, verbose=0)
-    codes = vae_keras.load_vae(result.output_dir / "vae.keras").encoder(x_test[:8])
-    np.save(OUT + "/codes.npy", np.asarray(codes))
-    print(json.dumps({"iterations": int(result.model.optimizer.iterations)}))
-"""
-
-
-@needs("jax")
-def test_model_trained_on_jax_loads_and_keeps_training_here(tmp_path, small_mnist):
-    out = run_script("jax", TRAIN_ELSEWHERE_SCRIPT.replace("OUT", repr(str(tmp_path))))
-    assert out["iterations"] == 2
-    model = vae_keras.load_vae(tmp_path / "vae.keras")
+def test_a_model_trained_on_another_backend_loads_and_keeps_training_here(child, small_mnist):
+    assert child["iterations"] == 2
+    model = vae_keras.load_vae(child["out"] / "run" / "vae.keras")
     (x_train, _), (x_test, _) = small_mnist
     np.testing.assert_allclose(
-        ops.convert_to_numpy(model.encoder(x_test[:8])), np.load(tmp_path / "codes.npy"), atol=1e-4
+        ops.convert_to_numpy(model.encoder(x_test[:8])), np.load(child["out"] / "codes.npy"), atol=1e-4
     )
     before = vae_keras.evaluate(model, x_test)["elbo"]
     model.fit(x_train[:512], batch_size=128, epochs=2, verbose=0)
@@ -190,28 +179,30 @@ def test_model_trained_on_jax_loads_and_keeps_training_here(tmp_path, small_mnis
     assert vae_keras.evaluate(model, x_test)["elbo"] < before
 
 
+# Both runs in one process with two CPU devices: data_parallel "auto" spreads each batch over them, False does not.
 DATA_PARALLEL_SCRIPT = """
-    import json
+    import json, sys
     import vae_keras
     (x_train, y_train), (x_test, y_test) = vae_keras.load_mnist()
-    data = ((x_train[:1024], y_train[:1024]), (x_test[:512], y_test[:512]))
-    config = vae_keras.VAEConfig(epochs=2, batch_size=128, train_size=1024, test_size=512,
-                                 eval_batch_size=256, data_parallel=DATA_PARALLEL)
-    result = vae_keras.train(config, output_dir=OUT, data=data, verbose=1)
-    print(json.dumps({"val_elbo": result.history["val_elbo"]}))
+    data = ((x_train[:512], y_train[:512]), (x_test[:128], y_test[:128]))
+    histories = {}
+    for data_parallel in ("auto", False):
+        config = vae_keras.VAEConfig(epochs=2, batch_size=128, train_size=512, test_size=128,
+                                     eval_batch_size=128, data_parallel=data_parallel)
+        result = vae_keras.train(config, output_dir=f"{sys.argv[1]}/{data_parallel}", data=data, verbose=1)
+        histories[str(data_parallel)] = result.history["val_elbo"]
+    print(json.dumps(histories))
 """
 
 
 @needs("jax")
 def test_data_parallel_over_two_cpu_devices_matches_one_device(tmp_path):
     two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    process = run_on(
-        "jax", ["-c", textwrap.dedent(DATA_PARALLEL_SCRIPT.replace("DATA_PARALLEL", "'auto'").replace("OUT", repr(str(tmp_path / "two"))))], two
-    )
+    process = run_on("jax", ["-c", textwrap.dedent(DATA_PARALLEL_SCRIPT), str(tmp_path)], two)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    assert "data parallel over 2 devices" in process.stdout
-    parallel = json.loads(process.stdout.strip().splitlines()[-1])["val_elbo"]
-    single = run_script("jax", DATA_PARALLEL_SCRIPT.replace("DATA_PARALLEL", "False").replace("OUT", repr(str(tmp_path / "one"))), two)["val_elbo"]
+    assert process.stdout.count("data parallel over 2 devices") == 1
+    histories = json.loads(process.stdout.strip().splitlines()[-1])
+    parallel, single = histories["auto"], histories["False"]
     # Same data, same weights at the start; only the noise and the sums' order differ.
     assert parallel[-1] == pytest.approx(single[-1], abs=1.5), (parallel, single)
     assert parallel[-1] < parallel[0]

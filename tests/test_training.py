@@ -300,7 +300,8 @@ def test_sigkill_at_chosen_moments_then_resume_equals_the_uninterrupted_run(whol
 
 
 def test_a_kl_warmup_continues_exactly_across_a_resume_and_the_beta_run_logs_the_true_elbo(tmp_path, small_mnist):
-    config = VAEConfig(epochs=3, beta=2.0, kl_warmup_epochs=2, **CPU)
+    # Two batches an epoch: the interrupt below falls in epoch 2's second and last one.
+    config = VAEConfig(epochs=3, beta=2.0, kl_warmup_epochs=2, **dict(CPU, train_size=256, test_size=64))
     whole = training.train(config, tmp_path / "whole", data=small_mnist, verbose=0)
     assert float(np.asarray(whole.model.kl_weight)) == 2.0  # epoch 3: 2.0 * min(1, 2 / 2)
     assert [vae_keras.training.kl_weight_at(whole.model, epoch) for epoch in range(3)] == [0.0, 1.0, 2.0]

@@ -104,6 +104,11 @@ def select_device(execution_environment="auto", verbose=True):
     RuntimeError. `verbose` prints the backend and the choice.
     """
     check_choice("execution_environment", execution_environment, EXECUTION_ENVIRONMENTS)
+    return device_for(execution_environment, verbose)
+
+
+def device_for(execution_environment, verbose):
+    """`select_device` for a value already checked (a `VAEConfig`'s)."""
     gpus = [] if execution_environment == "cpu" else visible_gpus()
     if execution_environment == "gpu" and not gpus:
         raise RuntimeError(f"execution_environment='gpu' but Keras' {BACKEND} backend sees no GPU. Install a GPU "

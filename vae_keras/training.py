@@ -112,7 +112,7 @@ def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_e
     `data` None reads it as `load_data` does; `device` None chooses it (`select_device`); `callbacks` are
     further Keras callbacks; `verbose` prints the compile settings and the reference's line per epoch;
     `initial_epoch` is the epochs already finished (a resumed run's)."""
-    device = device or backends.select_device(config.execution_environment, verbose=False)
+    device = device or backends.device_for(config.execution_environment, verbose=False)
     return _build_run(config, load_data(config, data), device, callbacks, verbose, initial_epoch)
 
 
@@ -169,7 +169,7 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
     if not isinstance(config, VAEConfig):
         raise TypeError(f"config must be a VAEConfig, received {type(config).__name__}")
     backends.check_floatx()
-    device = backends.select_device(config.execution_environment, verbose=bool(verbose))
+    device = backends.device_for(config.execution_environment, verbose=bool(verbose))
     data = load_data(config, data)
     folder = RunFolder(output_dir)
     identity = run_identity(config, backends.BACKEND, data)
