@@ -180,13 +180,27 @@ def test_half_sum_and_mse_differ_by_392():
     assert set(floats("half-sum / MSE per image:", text)) == {392.0}
 
 
-def test_the_bernoulli_term_is_on_another_scale():
+def test_the_bernoulli_term_is_on_another_scale_and_has_a_floor(mnist):
     # "the two are not on one scale"; the Gaussian term is the untrained start of the loss (about 90).
+    # "a decoder that outputs every pixel exactly still pays the pixels' own entropy, printed last"
     text = output_text(ARCHITECTURE, "half = np.full_like(x, 0.5)")
-    gaussian = number(r"Gaussian term[^\d]*([\d.]+)", text)
-    bernoulli = number(r"Bernoulli[^\d]*([\d.]+)", text)
+    gaussian = number(r"Gaussian term \(this project's\), decoder output 0\.5: ([\d.]+)", text)
+    bernoulli = number(r"Bernoulli term \(cross-entropy\), decoder output 0\.5: ([\d.]+)", text)
+    floor = number(r"Bernoulli term \(cross-entropy\), decoder output x: +([\d.]+)", text)
     assert 85 < gaussian < 95 and bernoulli > 5 * gaussian
     assert bernoulli == round(784 * math.log(2), 1)  # -log 0.5 on every pixel
+    x = mnist[0][0][:8].astype(np.float64)  # the batch above: the first 8 training images
+    entropy = -(x * np.log(np.where(x > 0, x, 1)) + (1 - x) * np.log(np.where(x < 1, 1 - x, 1)))
+    assert floor == pytest.approx(entropy.sum(axis=(1, 2, 3)).mean(), abs=0.06) and floor > 20
+
+
+def test_tensorflow_is_the_fastest_backend_on_a_cpu_in_docs_backends():
+    # Notebook 3: "TensorFlow, the default, was the fastest of the three on a CPU (docs/backends.md)".
+    assert "TensorFlow, the default, was the fastest of the three on a CPU" in " ".join(markdown_text(TRAINING).split())
+    rows = re.findall(r"^\| (TensorFlow|JAX|PyTorch)[^|]*\| ([\d,]+) \(", (REPO / "docs" / "backends.md").read_text(), re.M)
+    median = {name: float(ms.replace(",", "")) for name, ms in rows}
+    assert sorted(median) == ["JAX", "PyTorch", "TensorFlow"]
+    assert min(median, key=median.get) == "TensorFlow"
 
 
 def test_the_sampling_layer_shows_a_question_mark_in_the_summary():
