@@ -159,7 +159,7 @@ def _parser():
     train.add_argument("--output-dir", default="runs/vae", help="folder of the run (default: %(default)s)")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                       help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
+                       help="0 silent, 1 progress bar and the reference's line, 2 that line alone (default: %(default)s)")
     train.set_defaults(image_shape=None, run=_train)  # image_shape None: MNIST's, or that of --images
 
     evaluate = commands.add_parser("evaluate", help="print the test ELBO of a model")

@@ -153,7 +153,8 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
         config: a `VAEConfig`; the reference settings when None.
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` or `load_images` returns; None reads
             `config.images`, else MNIST from `data/`.
-        verbose: 0 silent, 1 progress bar, 2 one line per epoch (both add the reference's line).
+        verbose: 0 silent, 1 Keras' progress bar and the reference's line, 2 the reference's line alone (one line
+            per epoch, as MATLAB prints it).
         overwrite: start afresh, deleting the run `output_dir` holds.
         callbacks: further Keras callbacks.
 
@@ -193,7 +194,7 @@ def train(config=None, output_dir="runs/vae", data=None, verbose=1, overwrite=Fa
             print(f"{folder.path} holds an unfinished run with no finished epoch to resume from (stopped in its first "
                   "epoch, or by a NaN loss): training starts again from epoch 1.")
         start = time.perf_counter()
-        run.fit(verbose=verbose)
+        run.fit(verbose=1 if verbose == 1 else 0)  # 2: ReferenceLine's line alone
         if verbose:
             print(f"Training took {time.perf_counter() - start:.1f} s (compilation, {config.epochs - initial_epoch} "
                   "epochs' training and test evaluations).")
