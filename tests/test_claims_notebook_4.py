@@ -115,7 +115,8 @@ def test_the_noise_or_the_mean_changes_the_digit(model, digit_classifier, test_s
     through_sample, _ = classify(digit_classifier, [panel[:, 2 * SIDE + 2:] for panel in panels])
     digits = np.tile(np.arange(10), 2)
     mean_wrong = {int(index): int(through_mean[index]) for index in np.flatnonzero(through_mean != digits)}
-    assert mean_wrong == {8: 5, 12: 3}  # the first 8 (a 5) and the second 2 (a 3)
+    assert mean_wrong == {8: 5, 12: 3}  # the first 8 is a 5 through the mean, the second 2 a 3
+    assert through_sample[8] == 5 and through_sample[12] == 2  # "already" for the 8; "a 2 through the sample"
     for index in (4, 9, 14, 17):  # the first 4 and 9, the second 4 and 7: right through the mean only
         assert through_mean[index] == digits[index] != through_sample[index]
     # sigma "not small": in the active dimensions, comparable with the spread of the means
@@ -190,7 +191,7 @@ def test_the_latent_grid_regions_and_its_flat_centre(model, digit_classifier, te
     guesses, _ = classify(digit_classifier, grid.reshape(-1, SIDE, SIDE))
     guesses = guesses.reshape(15, 15)
     assert set(guesses[:5, 10:].ravel()) == {0}  # 0s at the top right
-    assert guesses[7, 14] == 9 and set(guesses[13:, 9:].ravel()) == {7}  # 9s then 7s down the right
+    assert guesses[7, 14] == 9 and set(guesses[13:, 9:].ravel()) == {7}  # 9s down the right, 7s at the bottom
     assert set(guesses[10:, :5].ravel()) == {1}  # 1s at the lower left
     assert set(guesses[:5, :5].ravel()) == {2, 3}  # 3s and 2s at the upper left
     # Neighbouring tiles change slowly: far less between neighbours than between tiles 7 apart.
@@ -250,3 +251,12 @@ def test_the_least_confident_samples(model, digit_classifier):
     guesses = {int(title.split()[0]) for title in titles}
     probabilities = [float(title.split("(")[1].rstrip(")")) for title in titles]
     assert max(probabilities) < 0.25 and guesses == set(range(10))
+
+
+def test_the_bound_cell_decodes_as_many_codes_as_the_text_says():
+    # "The cell takes k = 1, 10, 100 and 1000 on 500 test images: 555,500 decoded codes."
+    code = "".join("".join(cell["source"]) for cell in notebook_cells() if cell["cell_type"] == "code")
+    ks = [int(k) for k in re.search(r"else \[([\d, ]+)\]\nbounds", code).group(1).split(",")]
+    images = int(re.search(r"else x_test\[:(\d+)\]", code).group(1))
+    prose = " ".join("".join(cell["source"]) for cell in notebook_cells() if cell["cell_type"] == "markdown")
+    assert ks == [1, 10, 100, 1000] and f"{images * sum(ks):,} decoded codes" in " ".join(prose.split())

@@ -183,7 +183,7 @@ def _parser():
                           "models/vae_mnist_conditional.keras)")
     generate.set_defaults(run=_generate)
 
-    figures = commands.add_parser("figures", help="write every figure of notebook 4 as PNG files")
+    figures = commands.add_parser("figures", help="write notebook 4's main figures as PNG files")
     _add_model_flag(figures)
     figures.add_argument("--out-dir", default="docs/figures", help="folder for the PNGs (default: %(default)s)")
     figures.add_argument("--history", default=None,

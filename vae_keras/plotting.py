@@ -334,7 +334,7 @@ def plot_iwae_bound(ks, bounds, elbo=None, path=None):
 
 
 def save_all_figures(model, out_dir, history_path=None, seed=0, data_dir=None, data=None):
-    """Writes notebook 4's figures as PNG files into `out_dir`; returns their paths.
+    """Writes notebook 4's main figures as PNG files into `out_dir`; returns their paths.
 
     `reconstructions`, `latent_space`, `generated`, `interpolation`, `latent_grid`, `training_curve` (given
     `history_path`), `latent_plane` (2-D model); a conditional model: `generated` by digit, `digit_styles` replacing
