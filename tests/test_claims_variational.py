@@ -208,11 +208,11 @@ def test_the_autoencoders_codes_are_far_from_the_prior_and_the_vaes_with_noise_m
     autoencoder, noisy, means, prior = (
         codes[name] for name in ("autoencoder", "VAE, with the sampling noise", "VAE", "N(0, I) itself")
     )
-    assert autoencoder[2] > 1.5  # every dimension spreads wider than the prior's 1
-    assert autoencoder[4] > 3 * prior[4]  # codes several times as long as the prior's draws
-    assert autoencoder[5] > 100 * max(noisy[5], means[5] / 10)
-    assert means[3] < 1.0  # the VAE's means alone are narrower than the prior
-    assert noisy[5] < 0.2 and 0.9 < noisy[2] and noisy[3] < 1.1  # with the noise: close to N(0, I)
+    assert autoencoder[2] > 1.5  # "every dimension's standard deviation is above 1"
+    assert autoencoder[4] > 3 * prior[4]  # "several times as long as draws of N(0, I)"
+    assert 100 <= autoencoder[5] < 1000  # "their Fréchet distance to N(0, I) is in the hundreds"
+    assert means[3] < 1.0  # "the VAE's code means are narrower than the prior"
+    assert noisy[5] < 0.2 and 0.9 < noisy[2] and noisy[3] < 1.1  # "with the sampling noise its codes match it"
     assert prior[5] < 0.05
 
 
@@ -226,12 +226,19 @@ def test_the_quality_report_autoencoder_reconstructs_better_and_generates_worse(
     rows = quality_rows()
     vae_rec, ae_rec = rows["VAE: reconstructions"], rows["autoencoder: reconstructions"]
     vae_gen, ae_gen = rows["VAE: generated"], rows["autoencoder: generated"]
-    assert float(ae_rec["Fréchet distance"]) < float(vae_rec["Fréchet distance"])
+    floor = float(rows["training images"]["Fréchet distance"])
+    # "a lower Fréchet distance, near the training images' floor, and more read as their true label"
+    assert float(ae_rec["Fréchet distance"]) - floor < 0.1 * float(vae_rec["Fréchet distance"])
     assert float(ae_rec["true label"].rstrip("%")) > float(vae_rec["true label"].rstrip("%"))
+    # "a Fréchet distance several times the VAE's"
     assert float(ae_gen["Fréchet distance"]) > 3 * float(vae_gen["Fréchet distance"])
-    # "mostly no digit": the classifier is unsure of the autoencoder's draws, sure of the VAE's.
+    # "a classifier unsure of most of them": the mean top probability under 0.5, the VAE's above.
     assert float(ae_gen["mean top prob."]) < 0.5 < float(vae_gen["mean top prob."])
+    # "some digits far more common than others": the commonest at least 5 times the rarest.
     assert float(ae_gen["class entropy"]) < float(vae_gen["class entropy"])
+    rarest, commonest = (float(ae_gen[name].split(": ")[1].rstrip("%"))
+                         for name in ("rarest digit", "commonest digit"))
+    assert commonest > 5 * rarest
 
 
 def section_text():
@@ -253,9 +260,10 @@ def section_text():
     return "\n".join(markdown), "\n".join(outputs)
 
 
-def test_every_decimal_number_in_the_text_is_printed_by_the_section():
+def test_the_text_quotes_no_number_of_the_run_only_what_holds_for_any_run():
+    # Notebook 5's introduction: "the cells print their numbers, and the text says of them what holds for any
+    # run". The autoencoder is trained afresh by each run, so its section's prose quotes none of its numbers.
     markdown, outputs = section_text()
-    numbers = set(re.findall(r"\d+\.\d+", markdown.replace("−", "-")))
-    assert len(numbers) > 20
-    missing = sorted(number for number in numbers if number not in outputs)
-    assert not missing, f"{PATH.name}: numbers in the text that no output of the section prints: {missing}"
+    assert re.search(r"\d+\.\d+", outputs)  # the outputs hold the run's numbers
+    quoted = re.findall(r"\d+\.\d+|\d+(?:\.\d+)?%", markdown.replace("−", "-"))
+    assert quoted == ["86%"], quoted  # only the prior's circle (test_the_circle_holds_86_percent_of_the_prior)
