@@ -44,33 +44,34 @@ def counts(notebook):
 
 
 def minutes(words, code, figures, output_lines):
-    return (words / WORDS_PER_MINUTE
-            + (code * SECONDS_PER_CODE_LINE + figures * SECONDS_PER_FIGURE + output_lines * SECONDS_PER_OUTPUT_LINE) / 60)
+    seconds = code * SECONDS_PER_CODE_LINE + figures * SECONDS_PER_FIGURE + output_lines * SECONDS_PER_OUTPUT_LINE
+    return words / WORDS_PER_MINUTE + seconds / 60
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commit", help="read the notebooks as stored at this git commit")
     args = parser.parse_args(argv)
-    print(f"| notebook | prose words | code lines | figures | output lines | minutes |")
+    print("| notebook | prose words | code lines | figures | output lines | minutes |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    totals = {"1-5": [0, 0, 0, 0], "1-6": [0, 0, 0, 0]}
+    totals = {5: [0, 0, 0, 0], 6: [0, 0, 0, 0]}  # notebooks 1 to 5 (the walk and beyond), 1 to 6
     for name in NOTEBOOKS:
         path = f"notebooks/{name}.ipynb"
         if args.commit:
-            shown = subprocess.run(["git", "show", f"{args.commit}:{path}"], cwd=REPO, capture_output=True, text=True)
+            shown = subprocess.run(["git", "show", f"{args.commit}:{path}"], cwd=REPO, capture_output=True,
+                                   text=True)
             if shown.returncode:
                 continue  # not in that commit
             notebook = json.loads(shown.stdout)
         else:
             notebook = json.loads((REPO / path).read_text())
         row = counts(notebook)
-        for key in totals:
-            if name[:2] <= key[-1].zfill(2):
-                totals[key] = [a + b for a, b in zip(totals[key], row)]
+        for last in totals:
+            if int(name[:2]) <= last:
+                totals[last] = [a + b for a, b in zip(totals[last], row)]
         print(f"| {name} | {row[0]:,} | {row[1]} | {row[2]} | {row[3]} | {minutes(*row):.0f} |")
-    for key, row in totals.items():
-        print(f"| notebooks {key} | {row[0]:,} | {row[1]} | {row[2]} | {row[3]} | {minutes(*row):.0f} |")
+    for last, row in totals.items():
+        print(f"| notebooks 1-{last} | {row[0]:,} | {row[1]} | {row[2]} | {row[3]} | {minutes(*row):.0f} |")
 
 
 if __name__ == "__main__":
