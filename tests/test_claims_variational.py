@@ -5,6 +5,7 @@ cell's source) on a few images, and read the numbers its full run stored in its
 outputs.
 """
 
+import inspect
 import re
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from keras import ops
 
 import vae_keras
 from vae_keras import training
-from vae_keras.data import EpochBatches
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CANDIDATES = [NOTEBOOK_DIR / "05_beyond_the_reference.ipynb"]
@@ -97,27 +97,27 @@ def test_the_autoencoder_has_the_vaes_networks_and_parameter_count():
         assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
 
 
-def test_it_starts_from_the_weights_vae_keras_train_gives_the_vae():
-    # vae_keras.train seeds, then builds the VAE (training.build_run); the section seeds, then builds.
-    config = vae_keras.VAEConfig(epochs=1, train_size=512, test_size=64)
-    x = images(512)
-    vae = training.build_run(config, data=((x, None), (x[:64], None)), verbose=0).model
-    vae_keras.backends.set_random_seed(config.seed)
-    autoencoder = Autoencoder(seed=config.seed)
-    for ours, theirs in zip(autoencoder.weights, vae.weights):
-        np.testing.assert_array_equal(ops.convert_to_numpy(ours), ops.convert_to_numpy(theirs))
-
-
-def test_it_sees_the_batches_vae_keras_train_gives_the_vae():
+def test_build_run_gives_it_the_vaes_weights_and_batches_and_fit_trains_it():
+    # The section builds its autoencoder with training.build_run(model_class=Autoencoder): vae_keras.train's
+    # seeds, batches and optimizer, so both models start from the same weights and see the same batches.
     config = vae_keras.VAEConfig(epochs=2, batch_size=64, train_size=256, test_size=64, shuffle=True)
     x = images(300)
-    theirs = training.build_run(config, data=((x, None), (x[:64], None)), verbose=0).batches
-    ours = EpochBatches(x[: config.train_size], config.batch_size, config.epochs, shuffle=config.shuffle,
-                        seed=config.seed)
-    assert len(ours) == len(theirs) == 8
-    for index in range(len(ours)):
-        np.testing.assert_array_equal(ours[index][0], theirs[index][0])
-    assert not np.array_equal(ours[0][0], ours[4][0])  # epoch 2 is reshuffled
+    data = ((x, None), (x[:64], None))
+    assert "model_class=Autoencoder" in cell_containing("build_run(").source
+    vae_run = training.build_run(config, data=data, verbose=0)
+    run = training.build_run(config, data=data, verbose=0, model_class=Autoencoder)
+    assert type(run.model) is Autoencoder and type(vae_run.model) is vae_keras.VAE
+    for ours, theirs in zip(run.model.weights, vae_run.model.weights, strict=True):
+        np.testing.assert_array_equal(ops.convert_to_numpy(ours), ops.convert_to_numpy(theirs))
+    assert len(run.batches) == len(vae_run.batches) == 8
+    for index in range(len(run.batches)):
+        np.testing.assert_array_equal(run.batches[index][0], vae_run.batches[index][0])
+    assert not np.array_equal(run.batches[0][0], run.batches[4][0])  # epoch 2 is reshuffled
+    before = [ops.convert_to_numpy(w).copy() for w in run.model.trainable_weights]
+    history = run.fit(validate=False, verbose=0).history
+    assert len(history["reconstruction_loss"]) == 2 and "kl_loss" not in history
+    assert history["reconstruction_loss"][1] < history["reconstruction_loss"][0]
+    assert not np.array_equal(ops.convert_to_numpy(run.model.trainable_weights[0]), before[0])
 
 
 def test_its_loss_is_the_reconstruction_term_alone_with_no_kl_term():
@@ -168,7 +168,7 @@ def test_fit_reports_the_reconstruction_term_and_leaves_the_log_variance_half_al
 
 
 def test_the_stored_run_is_full_length_and_the_two_models_have_the_same_parameters():
-    text = stored_text(cell_containing("ae_train_autoencoder(ae_config, x_train)"))
+    text = stored_text(cell_containing("build_run("))
     match = re.search(r"(\d+) epochs each: .*; ([\d,]+) and ([\d,]+) parameters", text)
     assert match, f"{PATH.name}: no training line in the stored output: {text!r}"
     assert int(match[1]) == 10
@@ -177,7 +177,9 @@ def test_the_stored_run_is_full_length_and_the_two_models_have_the_same_paramete
 
 def test_the_circle_holds_86_percent_of_the_prior():
     # A 2-D projection of N(0, I) on orthonormal axes (PCA's) is N(0, I_2): P(|z| < 2) = 1 - exp(-2).
-    assert "Circle(ae_centre, 2," in cell_containing("PCA(n_components=2)").source
+    assert "plot_codes_against_prior(" in cell_containing("plot_codes_against_prior").source
+    source = inspect.getsource(vae_keras.plotting.plot_codes_against_prior)
+    assert "PCA(n_components=2)" in source and ", 2, fill=False" in source
     assert round(100 * (1 - np.exp(-2))) == 86
     draws = np.random.default_rng(0).standard_normal((100_000, 20))
     axes = np.linalg.qr(np.random.default_rng(1).normal(size=(20, 2)))[0]
@@ -185,20 +187,19 @@ def test_the_circle_holds_86_percent_of_the_prior():
 
 
 def test_the_autoencoder_reconstructs_better():
-    text = stored_text(cell_containing("ae_reconstruct(ae_m, x_eval)"))
+    text = stored_text(cell_containing("test reconstruction term"))
     terms = dict(re.findall(r"(\w+): test reconstruction term ([\d.]+)", text))
     assert float(terms["autoencoder"]) < float(terms["VAE"]) / 2, terms
 
 
 def spread():
-    """The stored table of the codes' spread: {row: (mean low, mean high, std low, std high, length, distance)}."""
-    rows = markdown_rows(stored_text(cell_containing("ae_spread")))
+    """The stored table of the codes' spread: {row: (std low, std high, length, distance)}."""
+    rows = markdown_rows(stored_text(cell_containing("plot_codes_against_prior")))
     numbers = {}
     for name, cells in rows.items():
         if name == "codes":
             continue
-        means, stds = (cell.split(" to ") for cell in cells[:2])
-        numbers[name] = tuple(float(value) for value in (*means, *stds, cells[2], cells[3]))
+        numbers[name] = tuple(float(value) for value in (*cells[0].split(" to "), cells[1], cells[2]))
     assert set(numbers) == {"VAE", "autoencoder", "VAE, with the sampling noise", "N(0, I) itself"}, numbers
     return numbers
 
@@ -208,16 +209,16 @@ def test_the_autoencoders_codes_are_far_from_the_prior_and_the_vaes_with_noise_m
     autoencoder, noisy, means, prior = (
         codes[name] for name in ("autoencoder", "VAE, with the sampling noise", "VAE", "N(0, I) itself")
     )
-    assert autoencoder[2] > 1.5  # "every dimension's standard deviation is above 1"
-    assert autoencoder[4] > 3 * prior[4]  # "several times as long as draws of N(0, I)"
-    assert 100 <= autoencoder[5] < 1000  # "their Fréchet distance to N(0, I) is in the hundreds"
-    assert means[3] < 1.0  # "the VAE's code means are narrower than the prior"
-    assert noisy[5] < 0.2 and 0.9 < noisy[2] and noisy[3] < 1.1  # "with the sampling noise its codes match it"
-    assert prior[5] < 0.05
+    assert autoencoder[0] > 1.5  # "every dimension's standard deviation is above 1"
+    assert autoencoder[2] > 3 * prior[2]  # "several times as long as draws of N(0, I)"
+    assert 100 <= autoencoder[3] < 1000  # "their Fréchet distance to N(0, I) is in the hundreds"
+    assert means[1] < 1.0  # "the VAE's code means are narrower than the prior"
+    assert noisy[3] < 0.2 and 0.9 < noisy[0] and noisy[1] < 1.1  # "with the sampling noise its codes match it"
+    assert prior[3] < 0.05
 
 
 def quality_rows():
-    rows = markdown_rows(stored_text(cell_containing("ae_reports")))
+    rows = markdown_rows(stored_text(cell_containing("quality_report(ae_models")))
     columns = rows.pop("set")
     return {name: dict(zip(columns, cells)) for name, cells in rows.items()}
 

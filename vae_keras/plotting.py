@@ -114,6 +114,36 @@ def plot_generated_side_by_side(models, n=16, seed=0, path=None):
     return save_figure(figure, path)
 
 
+def plot_image_rows(rows, title=None, path=None):
+    """Sets of as many images `{label: images}` (each (N, H, W[, C])), one row a set, labelled on the left."""
+    sets = [np.asarray(images, dtype="float32") for images in rows.values()]
+    if not sets or any(images.shape != sets[0].shape for images in sets):
+        raise ValueError(f"plot_image_rows needs sets of one shape, received {[images.shape for images in sets]}")
+    count, height = sets[0].shape[:2]
+    figure, axis = _subplots((0.8 * count + 1.2, 0.8 * len(sets) + 0.6))
+    axis.imshow(tile_images(np.concatenate(sets), columns=count), **IMAGE_STYLE)
+    axis.set_yticks(height / 2 + height * np.arange(len(sets)), labels=list(rows))
+    axis.set(xticks=[], title=title)
+    return save_figure(figure, path)
+
+
+def plot_codes_against_prior(codes, y=None, path=None):
+    """Codes `{title: (N, latent_dim) array}` side by side in their first two principal components, coloured by the
+    digits `y`, with a dashed circle of radius 2 around the prior's mean: N(0, I) projected on any two orthonormal
+    axes is N(0, I_2), which puts 1 - exp(-2) = 86% of its draws inside."""
+    from matplotlib.patches import Circle
+    from sklearn.decomposition import PCA
+    figure, axes = _subplots((5.5 * len(codes), 4.8), 1, len(codes))
+    for axis, (title, z) in zip(np.atleast_1d(axes), codes.items()):
+        pca = PCA(n_components=2).fit(z)
+        scores = pca.transform(z)
+        _scatter_digits(figure, axis, scores[:, 0], scores[:, 1], y, s=4, linewidths=0)
+        axis.add_patch(Circle(pca.transform(np.zeros((1, z.shape[1])))[0], 2, fill=False, linestyle="--"))
+        axis.set_aspect("equal", adjustable="datalim")
+        axis.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    return save_figure(figure, path)
+
+
 def plot_sorted_kl(kls, threshold=None, path=None):
     """Models' KL per latent dimension `{label: kl}`, each sorted from largest to smallest.
 

@@ -184,7 +184,7 @@ def requested_digit_agreement(model, classifier, n=1_000, seed=0, batch_size=BAT
 class SetQuality:
     """The classifier's view of one set of images."""
 
-    name: str  # which set: "test images", "training images", "reconstructions" or "generated"
+    name: str  # which set: "test images", "training images", "reconstructions" or "generated" (or "NAME: ...")
     frechet_distance: float  # to the test images, in the classifier's feature space (0 for them)
     classifier_score: float  # exp(E[KL(p(y|x) || p(y))]): 1 (one class, or unsure) to 10 (confident, all classes)
     mean_top_probability: float  # mean probability of the most likely class: how sure the classifier is
@@ -201,11 +201,13 @@ class QualityReport:
 
     n: int  # images per set
     seed: int  # of the codes of the generated digits and of the training images drawn
-    sets: dict  # the sets by name, in the order of `SET_NAMES`
+    sets: dict  # the sets by name, in the order of `SET_NAMES` (several models: each model's two in turn)
 
 
 def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_SIZE):
     """The sample-quality `QualityReport` of a VAE, seen through a digit classifier (see `load_classifier`).
+
+    `model` may be several, `{name: VAE}`: their sets are named "NAME: reconstructions" and "NAME: generated".
 
     Args:
         data: `((x_train, y_train), (x_test, y_test))` as `load_mnist` returns.
@@ -229,18 +231,18 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
         "training images": (
             _classify(classifier, x_train[training_indices], batch_size), np.asarray(y_train)[training_indices]
         ),
-        "reconstructions": (
-            _classify(classifier, _reconstructions(model, x_test, y_test, batch_size), batch_size), y_test
-        ),
-        "generated": (
-            _classify(classifier, model.generate(n, seed=seed, batch_size=batch_size), batch_size),
-            model.prior_labels(n),  # the digits a conditional model was asked for; None for others
-        ),
     }
+    for prefix, one in (model.items() if isinstance(model, dict) else [("", model)]):
+        prefix = f"{prefix}: " if prefix else ""
+        outputs[prefix + "reconstructions"] = (
+            _classify(classifier, _reconstructions(one, x_test, y_test, batch_size), batch_size), y_test)
+        outputs[prefix + "generated"] = (
+            _classify(classifier, one.generate(n, seed=seed, batch_size=batch_size), batch_size),
+            one.prior_labels(n),  # the digits a conditional model was asked for; None for others
+        )
     test_statistics = feature_statistics(outputs["test images"][0][0])
     sets = {}
-    for name in SET_NAMES:
-        (features, probabilities), labels = outputs[name]
+    for name, ((features, probabilities), labels) in outputs.items():
         histogram = class_histogram(probabilities)
         sets[name] = SetQuality(
             name=name,

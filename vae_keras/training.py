@@ -20,13 +20,14 @@ from vae_keras.models import VAE, ConditionalVAE
 from vae_keras.run_folder import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, EpochWriter, RunFolder, read_history, run_identity
 
 
-def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None):
+def build_model(config, device="cpu:0", steps_per_epoch=None, jit_compile=None, model_class=None):
     """A new `VAE` (a `ConditionalVAE` for `config.conditional`) compiled with Adam and the step settings.
 
     `device` decides the "auto" settings; `steps_per_epoch` (None: `config.steps_per_epoch()`) bounds
-    `steps_per_execution`; `jit_compile` None: as `config.jit_compile` decides on `device`."""
+    `steps_per_execution`; `jit_compile` None: as `config.jit_compile` decides on `device`; `model_class` a
+    subclass to build instead (notebook 5's plain autoencoder)."""
     steps_per_epoch = config.steps_per_epoch() if steps_per_epoch is None else steps_per_epoch
-    model = (ConditionalVAE if config.conditional else VAE)(
+    model = (model_class or (ConditionalVAE if config.conditional else VAE))(
         latent_dim=config.latent_dim, seed=config.seed, precision=config.precision, likelihood=config.likelihood,
         beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, image_shape=config.image_shape)
     model.compile(
@@ -106,17 +107,17 @@ def load_data(config, data=None):
     return data
 
 
-def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_epoch=0):
+def build_run(config, data=None, device=None, callbacks=(), verbose=1, initial_epoch=0, model_class=None):
     """Builds a training run (seeds, data, model, callbacks): all that `Run.fit` needs; writes nothing.
 
     `data` None reads it as `load_data` does; `device` None chooses it (`select_device`); `callbacks` are
     further Keras callbacks; `verbose` prints the compile settings and the reference's line per epoch;
-    `initial_epoch` is the epochs already finished (a resumed run's)."""
+    `initial_epoch` is the epochs already finished (a resumed run's); `model_class` as `build_model` takes it."""
     device = device or backends.device_for(config.execution_environment, verbose=False)
-    return _build_run(config, load_data(config, data), device, callbacks, verbose, initial_epoch)
+    return _build_run(config, load_data(config, data), device, callbacks, verbose, initial_epoch, model_class)
 
 
-def _build_run(config, data, device, callbacks, verbose, initial_epoch):
+def _build_run(config, data, device, callbacks, verbose, initial_epoch, model_class=None):
     """`build_run` once the data is read and checked and the device chosen, as `train` has them."""
     (x_train, y_train), (x_test, y_test) = data
     guard = StopOnDivergence(config.learning_rate)
@@ -132,7 +133,7 @@ def _build_run(config, data, device, callbacks, verbose, initial_epoch):
     batch_sizes = {"batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
     distribution = backends.distribution(config.data_parallel, device, batch_sizes)
     with backends.scope(device, distribution):
-        model = build_model(config, device, batches.steps, jit_compile)
+        model = build_model(config, device, batches.steps, jit_compile, model_class)
     if verbose:
         parallel = f", data parallel over {len(distribution.device_mesh.devices.flat)} devices" if distribution else ""
         print(f"Compiled: jit_compile={model.jit_compile}, steps_per_execution={model.steps_per_execution}{parallel}.")
