@@ -512,3 +512,36 @@ def test_sorted_kl_draws_each_model_largest_first_and_counts_its_active_units():
     assert figure.axes[0].get_legend().get_texts()[0].get_text() == "model: 2 active"
     with pytest.raises(ValueError, match="kls\\['x'\\]"):
         plotting.plot_sorted_kl({"x": np.ones((2, 2))})
+
+
+def test_image_rows_stack_each_set_as_a_labelled_row(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = {"first": rng.random((4, 28, 28, 1)), "second": rng.random((4, 28, 28, 1))}
+    figure = plotting.plot_image_rows(rows, "title", path=tmp_path / "rows")
+    axis = figure.axes[0]
+    expected = np.concatenate([np.concatenate(list(images[..., 0]), axis=1) for images in rows.values()], axis=0)
+    np.testing.assert_allclose(axis.images[0].get_array(), expected, atol=1e-6)
+    assert [label.get_text() for label in axis.get_yticklabels()] == ["first", "second"]
+    np.testing.assert_allclose(axis.get_yticks(), [14, 42])
+    assert axis.get_title() == "title" and (tmp_path / "rows.png").read_bytes().startswith(PNG_MAGIC)
+    with pytest.raises(ValueError, match="sets of one shape"):
+        plotting.plot_image_rows({"a": rng.random((4, 28, 28, 1)), "b": rng.random((3, 28, 28, 1))})
+
+
+def test_codes_against_prior_projects_on_the_principal_components_with_the_circle_at_the_prior_mean():
+    from sklearn.decomposition import PCA
+    rng = np.random.default_rng(0)
+    shifted = rng.normal(size=(200, 5)) * [5, 3, 1, 1, 1] + 2.0  # far from N(0, I)
+    y = rng.integers(0, 10, size=200)
+    figure = plotting.plot_codes_against_prior({"shifted": shifted, "prior": rng.normal(size=(200, 5))}, y)
+    axis = figure.axes[0]
+    assert axis.get_title() == "shifted"
+    pca = PCA(n_components=2).fit(shifted)
+    np.testing.assert_allclose(np.abs(axis.collections[0].get_offsets()), np.abs(pca.transform(shifted)), atol=1e-6)
+    circle = axis.patches[0]
+    np.testing.assert_allclose(circle.center, pca.transform(np.zeros((1, 5)))[0], atol=1e-9)
+    assert circle.radius == 2 and not circle.fill
+    # N(0, I) projected on orthonormal axes: about 1 - exp(-2) = 86% of the draws inside the circle.
+    draws = rng.normal(size=(20_000, 20))
+    projected = PCA(n_components=2).fit(draws).transform(draws)
+    assert abs(np.mean(np.linalg.norm(projected, axis=1) < 2) - (1 - np.exp(-2))) < 0.02

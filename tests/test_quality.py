@@ -295,6 +295,20 @@ def test_the_report_of_perfect_reconstructions_gives_them_the_accuracy(digit_cla
     assert sets["reconstructions"].frechet_distance == pytest.approx(0.0, abs=1e-6)
 
 
+def test_the_report_of_several_models_names_each_models_two_sets(digit_classifier, small_mnist, pretrained):
+    (_, _), (x_test, _) = small_mnist
+    n = len(x_test)
+    one = quality.quality_report(IdentityVAE(), digit_classifier, small_mnist, n=n, batch_size=100).sets
+    both = quality.quality_report({"copy": IdentityVAE(), "shipped": pretrained}, digit_classifier, small_mnist,
+                                  n=n, batch_size=100).sets
+    assert list(both) == ["test images", "training images", "copy: reconstructions", "copy: generated",
+                          "shipped: reconstructions", "shipped: generated"]
+    assert both["copy: reconstructions"].name == "copy: reconstructions"
+    for name in ("reconstructions", "generated"):
+        assert both[f"copy: {name}"].frechet_distance == pytest.approx(one[name].frechet_distance)
+    assert both["shipped: reconstructions"].frechet_distance > both["copy: reconstructions"].frechet_distance
+
+
 def test_reconstruct_goes_through_the_code_means(pretrained, small_mnist):
     (_, _), (x_test, _) = small_mnist
     images = x_test[:10]
