@@ -64,10 +64,11 @@ def floats(pattern, text):
 
 # --- all three ---------------------------------------------------------------------------------------
 
-def test_the_three_notebooks_hold_at_most_2900_words_of_markdown():
+def test_the_three_notebooks_hold_at_most_2450_words_of_markdown():
+    # Issue 26's read in ninety minutes: 3,278 words at c1d71d0, 2,900 at stop 32, 2,405 now.
     words = sum(len(cell.source.split()) for name in (DATA, ARCHITECTURE, TRAINING)
                 for cell in cells(name) if cell.cell_type == "markdown")
-    assert words <= 2900, words
+    assert words <= 2450, words
 
 
 @pytest.mark.parametrize("name", [DATA, ARCHITECTURE, TRAINING])
