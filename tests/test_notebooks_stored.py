@@ -130,8 +130,8 @@ def test_notebook_6_is_stored_from_the_full_run_and_its_prose_holds():
     notebook = nbformat.read(NOTEBOOK_DIR / "06_your_own_images.ipynb", as_version=4)
     prose = " ".join(" ".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown").split())
     assert f"the Bernoulli model uses {units[1]} of its 20 dimensions" in prose
-    # "The stored run took under three minutes"
-    assert "The stored run took under three minutes" in prose and notebook.metadata["vae_keras"]["seconds"] < 180
+    # "The stored run took under four minutes"
+    assert "The stored run took under four minutes" in prose and notebook.metadata["vae_keras"]["seconds"] < 240
     # "The test ELBO loss above is that average image's loss" (to a hundredth of a nat).
     average = float(re.search(r"the average image's loss: 8x8 digits ([\d.]+)", text).group(1))
     final = float(re.search(r"the 8x8 model's test ELBO loss: ([\d.]+)", text).group(1))
