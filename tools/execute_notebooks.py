@@ -14,9 +14,9 @@ runs/own/) are deleted first so that they really train instead of loading earlie
 Notebook 3 prints the machine it ran on; each notebook's metadata also records
 when and where it was executed, under "vae_keras".
 
-On the project's 2-core CPU (2026-12-06, beside other work) the six took 55 minutes:
-21 for notebook 3 with its training, 28 for notebook 5 with its five runs and the
-autoencoder, under 3 for notebook 6.
+On the project's 2-core CPU (2026-12-06, beside other work) the six took 57 minutes:
+21 for notebook 3 with its training, 29 for notebook 5 with its five runs and the
+autoencoder, under 4 for notebook 6.
 A notebook that fails is written with its error and the script stops with
 exit status 1.
 """
