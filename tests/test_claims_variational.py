@@ -249,15 +249,15 @@ def section_text():
         lines = cell.source.splitlines()
         if cell.cell_type == "markdown":
             for line in lines:
-                if line.startswith("## "):
+                if line.startswith(("## ", "### ")):  # a section or a subsection of section 2, not its ####
                     if inside:
                         return "\n".join(markdown), "\n".join(outputs)
-                    inside = line.startswith('## What "variational" buys')
+                    inside = line.startswith('### What "variational" buys')
                 if inside:
                     markdown.append(line)
         elif inside:
             outputs.append(stored_text(cell))
-    assert markdown, f"{PATH.name}: no section headed 'What \"variational\" buys'"
+    assert markdown, f"{PATH.name}: no subsection headed 'What \"variational\" buys'"
     return "\n".join(markdown), "\n".join(outputs)
 
 
