@@ -232,8 +232,8 @@ def quality_report(model, classifier, data, n=10_000, seed=0, batch_size=BATCH_S
             _classify(classifier, x_train[training_indices], batch_size), np.asarray(y_train)[training_indices]
         ),
     }
-    for prefix, one in (model.items() if isinstance(model, dict) else [("", model)]):
-        prefix = f"{prefix}: " if prefix else ""
+    for name, one in (model if isinstance(model, dict) else {"": model}).items():
+        prefix = f"{name}: " if name else ""
         outputs[prefix + "reconstructions"] = (
             _classify(classifier, _reconstructions(one, x_test, y_test, batch_size), batch_size), y_test)
         outputs[prefix + "generated"] = (
